@@ -22,7 +22,8 @@ pub struct OutboxItem {
     pub kind: OutboxKind,
     pub target: String,
     pub created_at: i64,
-    pub next_attempt_at: i64,
+    /// Milliseconds since the epoch.
+    pub next_attempt_ms: i64,
     pub attempts: u32,
     pub last_error: Option<String>,
 }
@@ -41,7 +42,7 @@ impl OutboxItem {
             kind,
             target,
             created_at: now,
-            next_attempt_at: now,
+            next_attempt_ms: now * 1000,
             attempts: 0,
             last_error: None,
         }
@@ -60,15 +61,15 @@ pub(crate) fn enqueue_in(tx: &Txn, item: &OutboxItem) -> TxResult<()> {
 }
 
 impl Store {
-    /// Pending items due at `now`, oldest first.
-    pub fn outbox_due(&self, now: i64) -> Result<Vec<OutboxItem>, StoreError> {
+    /// Pending items due at `now_ms`, oldest first.
+    pub fn outbox_due(&self, now_ms: i64) -> Result<Vec<OutboxItem>, StoreError> {
         let mut due: Vec<OutboxItem> = self
             .scan::<OutboxItem>("outbox/")?
             .into_iter()
             .map(|(_, i)| i)
-            .filter(|i| i.next_attempt_at <= now)
+            .filter(|i| i.next_attempt_ms <= now_ms)
             .collect();
-        due.sort_by_key(|i| i.next_attempt_at);
+        due.sort_by_key(|i| i.next_attempt_ms);
         Ok(due)
     }
 
@@ -81,7 +82,7 @@ impl Store {
     pub fn outbox_retry_later(
         &self,
         id: &str,
-        next_attempt_at: i64,
+        next_attempt_ms: i64,
         error: &str,
     ) -> Result<(), StoreError> {
         self.transact(|tx| {
@@ -89,7 +90,7 @@ impl Store {
                 return Ok(());
             };
             item.attempts += 1;
-            item.next_attempt_at = next_attempt_at;
+            item.next_attempt_ms = next_attempt_ms;
             item.last_error = Some(error.to_string());
             tx.put(&key(id), &item)
         })

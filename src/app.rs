@@ -1,0 +1,64 @@
+//! The shared application state every handler receives, built once at start-up.
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::keys::KeyRing;
+use crate::session::password::Passwords;
+use crate::session::throttle::LoginThrottle;
+use crate::store::Store;
+use std::sync::Arc;
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub keys: KeyRing,
+    pub clock: SharedClock,
+    pub passwords: Passwords,
+    pub throttle: LoginThrottle,
+    pub pending: crate::oidc::PendingRequests,
+    /// Wakes the outbox worker when something was queued.
+    pub outbox_wake: tokio::sync::Notify,
+    pub metrics: crate::metrics::Metrics,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+impl App {
+    /// Opens the store and keys under the configured folders.
+    pub fn open(config: Config, clock: SharedClock) -> Result<Arc<App>, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StartError(format!(
+                "cannot create data_dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let store = Store::open(&config.data_dir.join("db")).map_err(|e| StartError(e.to_string()))?;
+        let max_ttl = config
+            .tokens
+            .access_token_ttl
+            .max(config.tokens.id_token_ttl)
+            .as_secs() as i64
+            + crate::oidc::LOGOUT_TOKEN_TTL;
+        let keys = KeyRing::open(&config.keys_dir, max_ttl, clock.now())
+            .map_err(|e| StartError(e.to_string()))?;
+        let passwords = Passwords::new(&config.login).map_err(StartError)?;
+        let throttle = LoginThrottle::new(
+            clock.clone(),
+            config.login.free_failures,
+            config.login.max_backoff,
+        );
+        Ok(Arc::new(App {
+            pending: crate::oidc::PendingRequests::new(clock.clone()),
+            config,
+            store,
+            keys,
+            clock,
+            passwords,
+            throttle,
+            outbox_wake: tokio::sync::Notify::new(),
+            metrics: crate::metrics::Metrics::default(),
+        }))
+    }
+}

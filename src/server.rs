@@ -1,0 +1,96 @@
+//! `mgpass serve`: builds the [`App`], starts the HTTPS listener, the admin socket and
+//! the outbox worker, and shuts down cleanly on SIGINT/SIGTERM.
+
+use crate::app::{App, StartError};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::http::tls;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A running server, for tests and embedding.
+pub struct Server {
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    pub cert_path: std::path::PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts everything on `listener` (bind it to port 0 in tests).
+    pub async fn start(
+        config: Config,
+        clock: SharedClock,
+        listener: TcpListener,
+    ) -> Result<Server, StartError> {
+        let (cert, key) = tls::cert_paths(&config).map_err(|e| StartError(e.to_string()))?;
+        let (tls_config, fingerprint) =
+            tls::server_config(&cert, &key).map_err(|e| StartError(e.to_string()))?;
+        tracing::info!(cert = %cert.display(), sha256 = %fingerprint, "TLS certificate");
+        let grace = config.shutdown.grace;
+        let socket_path = config.admin_socket_path();
+        let app = App::open(config, clock)?;
+        let admin = crate::admin::socket::bind(&socket_path).map_err(|e| {
+            StartError(format!("admin socket {}: {e}", socket_path.display()))
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError(e.to_string()))?;
+        tokio::spawn(crate::admin::socket::serve(app.clone(), admin));
+        tokio::spawn(crate::outbox::run(app.clone()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = app.clone();
+        let done = tokio::spawn(async move {
+            crate::http::serve(
+                served.clone(),
+                listener,
+                tls_config,
+                async {
+                    let _ = stopped.await;
+                },
+                grace,
+            )
+            .await;
+            if let Err(e) = served.store.flush().await {
+                tracing::error!(error = %e, "final flush failed");
+            }
+            let _ = std::fs::remove_file(served.config.admin_socket_path());
+        });
+        tracing::info!(%addr, issuer = %app.config.issuer, "mgpass listening");
+        Ok(Server {
+            app,
+            addr,
+            cert_path: cert,
+            stop: Some(stop),
+            done,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded), flushes the store.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.done).await;
+    }
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn run(config: Config, clock: SharedClock) -> Result<(), StartError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError(format!("listen: cannot bind {}: {e}", config.listen)))?;
+    let server = Server::start(config, clock, listener).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| StartError(e.to_string()))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
