@@ -17,6 +17,8 @@ pub struct Server {
     pub cert_path: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
+    /// The admin socket and the outbox worker: stopped at shutdown so the store closes.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -39,8 +41,10 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError(e.to_string()))?;
-        tokio::spawn(crate::admin::socket::serve(app.clone(), admin));
-        tokio::spawn(crate::outbox::run(app.clone()));
+        let background = vec![
+            tokio::spawn(crate::admin::socket::serve(app.clone(), admin)),
+            tokio::spawn(crate::outbox::run(app.clone())),
+        ];
         let (stop, stopped) = oneshot::channel::<()>();
         let served = app.clone();
         let done = tokio::spawn(async move {
@@ -66,6 +70,7 @@ impl Server {
             cert_path: cert,
             stop: Some(stop),
             done,
+            background,
         })
     }
 
@@ -75,6 +80,12 @@ impl Server {
             let _ = stop.send(());
         }
         let _ = (&mut self.done).await;
+        for task in &self.background {
+            task.abort();
+        }
+        for task in self.background.drain(..) {
+            let _ = task.await;
+        }
     }
 }
 

@@ -1,0 +1,405 @@
+//! The test harness: a real mgpass server over TLS on 127.0.0.1, a temp data dir, a
+//! manual clock, and clients that behave like relying apps and browsers.
+
+use mgpass::admin::{self, Command, NewClient, NewUser, Secret};
+use mgpass::app::App;
+use mgpass::clock::ManualClock;
+use mgpass::config::Config;
+use mgpass::server::Server;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tempfile::TempDir;
+
+/// Test configuration: cheap Argon2 so a login costs milliseconds, not a second.
+pub fn test_config(dir: &Path, port: u16) -> Config {
+    let text = format!(
+        r#"
+issuer = "https://localhost:{port}"
+listen = "127.0.0.1:{port}"
+data_dir = "data"
+keys_dir = "keys"
+plugins_dir = "plugins"
+[login]
+argon2_memory_kib = 64
+argon2_iterations = 1
+[logout]
+backchannel_retry_base = "100ms"
+backchannel_timeout = "2s"
+[shutdown]
+grace = "2s"
+"#
+    );
+    Config::parse(&text, dir).expect("test config")
+}
+
+pub struct TestServer {
+    server: Option<Server>,
+    pub dir: TempDir,
+    pub clock: Arc<ManualClock>,
+    pub config: Config,
+    pub addr: SocketAddr,
+    pub base: String,
+    pub cert_path: PathBuf,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed its config.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        mgpass::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut config = test_config(dir.path(), port);
+        adjust(&mut config);
+        let clock = ManualClock::new();
+        let server = Server::start(config.clone(), clock.clone(), listener)
+            .await
+            .expect("server starts");
+        TestServer {
+            addr: server.addr,
+            base: config.issuer.clone(),
+            cert_path: server.cert_path.clone(),
+            server: Some(server),
+            dir,
+            clock,
+            config,
+        }
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.server.as_ref().expect("running").app
+    }
+
+    /// Stops the server and starts it again on the same folders and port.
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        let listener = tokio::net::TcpListener::bind(self.addr).await.expect("rebind");
+        let server = Server::start(self.config.clone(), self.clock.clone(), listener)
+            .await
+            .expect("server restarts");
+        self.server = Some(server);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn builder(&self) -> reqwest::ClientBuilder {
+        client_builder(&self.cert_path, self.addr)
+    }
+
+    /// A client without cookies that does not follow redirects.
+    pub fn http(&self) -> reqwest::Client {
+        self.builder().build().expect("client")
+    }
+
+    /// A browser-like client: keeps cookies, does not follow redirects (tests look at
+    /// each hop).
+    pub fn browser(&self) -> reqwest::Client {
+        self.builder().cookie_store(true).build().expect("client")
+    }
+
+    pub async fn admin(&self, command: Command) -> Result<Value, admin::AdminError> {
+        admin::execute(self.app(), command).await
+    }
+
+    /// Registers a client; returns its secret when confidential.
+    pub async fn add_client(&self, spec: ClientSpec) -> Option<String> {
+        let v = self
+            .admin(Command::ClientAdd(NewClient {
+                id: spec.id.into(),
+                secret: if spec.public {
+                    Secret::Public
+                } else {
+                    Secret::Generate
+                },
+                redirect_uris: spec.redirect_uris,
+                post_logout_redirect_uris: spec.post_logout_redirect_uris,
+                backchannel_logout_uri: spec.backchannel_logout_uri,
+                backchannel_logout_session_required: spec.backchannel_session_required,
+                name: Some("Test App".into()),
+                first_party: spec.first_party,
+                id_token_alg: spec.id_token_alg.map(str::to_string),
+            }))
+            .await
+            .expect("client add");
+        v["client_secret"].as_str().map(str::to_string)
+    }
+
+    /// Creates a user; returns their id (the `sub` of their tokens).
+    pub async fn add_user(&self, username: &str, password: &str, roles: &[&str]) -> String {
+        let v = self
+            .admin(Command::UserAdd(NewUser {
+                username: username.into(),
+                email: Some(format!("{username}@example.com")),
+                name: Some(format!("{username} Example")),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                password: password.into(),
+            }))
+            .await
+            .expect("user add");
+        v["id"].as_str().expect("id").to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // Dropping without shutdown is fine: the runtime ends the tasks.
+        self.server.take();
+    }
+}
+
+/// A reqwest client that trusts the server's certificate and resolves `localhost` to
+/// the test listener.
+pub fn client_builder(cert: &Path, addr: SocketAddr) -> reqwest::ClientBuilder {
+    mgpass::install_crypto_provider();
+    let pem = std::fs::read(cert).expect("cert");
+    let cert = reqwest::Certificate::from_pem(&pem).expect("pem");
+    reqwest::Client::builder()
+        .tls_certs_only([cert])
+        .resolve("localhost", addr)
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+#[derive(Clone)]
+pub struct ClientSpec {
+    pub id: &'static str,
+    pub public: bool,
+    pub first_party: bool,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
+    pub backchannel_session_required: bool,
+    pub id_token_alg: Option<&'static str>,
+}
+
+impl ClientSpec {
+    pub fn confidential(id: &'static str) -> ClientSpec {
+        ClientSpec {
+            id,
+            public: false,
+            first_party: true,
+            redirect_uris: vec![format!("https://{id}.example/callback")],
+            post_logout_redirect_uris: vec![format!("https://{id}.example/bye")],
+            backchannel_logout_uri: None,
+            backchannel_session_required: false,
+            id_token_alg: None,
+        }
+    }
+
+    pub fn public(id: &'static str) -> ClientSpec {
+        ClientSpec {
+            public: true,
+            ..ClientSpec::confidential(id)
+        }
+    }
+
+    pub fn redirect_uri(&self) -> String {
+        self.redirect_uris[0].clone()
+    }
+}
+
+/// The `Location` of a redirect response.
+pub fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The value of a hidden form field in a page.
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_string())
+}
+
+/// PKCE verifier and S256 challenge.
+pub fn pkce() -> (String, String) {
+    let verifier = mgpass::crypto::random_token();
+    let challenge = mgpass::crypto::b64url(&mgpass::crypto::sha256(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// An HTTP client for the `openidconnect` crate, over our test reqwest client.
+pub fn oidc_http(
+    client: reqwest::Client,
+) -> impl Fn(
+    openidconnect::HttpRequest,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<openidconnect::HttpResponse, std::io::Error>>>,
+> {
+    move |req: openidconnect::HttpRequest| {
+        let client = client.clone();
+        Box::pin(async move {
+            let resp = client
+                .request(req.method().clone(), req.uri().to_string())
+                .headers(req.headers().clone())
+                .body(req.body().clone())
+                .send()
+                .await
+                .map_err(std::io::Error::other)?;
+            let mut builder = http::Response::builder().status(resp.status());
+            for (k, v) in resp.headers() {
+                builder = builder.header(k, v);
+            }
+            let body = resp.bytes().await.map_err(std::io::Error::other)?;
+            builder.body(body.to_vec()).map_err(std::io::Error::other)
+        })
+    }
+}
+
+/// Builds an `/authorize` URL by hand (for error-path tests that a library would refuse
+/// to build).
+pub fn authorize_url(server: &TestServer, params: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(&server.url("/authorize")).expect("url");
+    url.query_pairs_mut().extend_pairs(params);
+    url.into()
+}
+
+/// Signs in through the HTML form as a browser would: loads `auth_url`, fills in the
+/// form and posts it. Returns the response to the POST.
+pub async fn submit_login(
+    browser: &reqwest::Client,
+    server: &TestServer,
+    auth_url: &str,
+    username: &str,
+    password: &str,
+    remember: bool,
+) -> reqwest::Response {
+    let page = browser.get(auth_url).send().await.expect("authorize");
+    assert_eq!(page.status(), 200, "expected the login form");
+    let html = page.text().await.expect("html");
+    post_login_form(browser, server, &html, username, password, remember).await
+}
+
+/// Posts the login form found in `html`.
+pub async fn post_login_form(
+    browser: &reqwest::Client,
+    server: &TestServer,
+    html: &str,
+    username: &str,
+    password: &str,
+    remember: bool,
+) -> reqwest::Response {
+    let auth_request = hidden_field(html, "auth_request").expect("auth_request field");
+    let csrf = hidden_field(html, "csrf").expect("csrf field");
+    let mut form = vec![
+        ("auth_request", auth_request),
+        ("csrf", csrf),
+        ("username", username.to_string()),
+        ("password", password.to_string()),
+    ];
+    if remember {
+        form.push(("remember", "yes".into()));
+    }
+    browser
+        .post(server.url("/login"))
+        .form(&form)
+        .send()
+        .await
+        .expect("login post")
+}
+
+/// A complete code flow by hand for `client`: returns the token response JSON.
+pub async fn code_flow(
+    server: &TestServer,
+    browser: &reqwest::Client,
+    client: &ClientSpec,
+    secret: Option<&str>,
+    scope: &str,
+    login: Option<(&str, &str)>,
+) -> Value {
+    let (verifier, challenge) = pkce();
+    let redirect = client.redirect_uri();
+    let url = authorize_url(
+        server,
+        &[
+            ("client_id", client.id),
+            ("redirect_uri", &redirect),
+            ("response_type", "code"),
+            ("scope", scope),
+            ("state", "st"),
+            ("nonce", "n0"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    );
+    let resp = match login {
+        Some((user, pw)) => submit_login(browser, server, &url, user, pw, false).await,
+        None => browser.get(&url).send().await.expect("authorize"),
+    };
+    assert_eq!(resp.status(), 302, "expected a redirect with a code");
+    let loc = location(&resp);
+    assert!(loc.starts_with(&redirect), "{loc}");
+    let code = query_param(&loc, "code").expect("code");
+    exchange(server, client, secret, &code, &verifier).await
+}
+
+/// Exchanges a code at the token endpoint; panics unless it succeeds.
+pub async fn exchange(
+    server: &TestServer,
+    client: &ClientSpec,
+    secret: Option<&str>,
+    code: &str,
+    verifier: &str,
+) -> Value {
+    let resp = token_request(
+        server,
+        client,
+        secret,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("redirect_uri", &client.redirect_uri()),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("json")
+}
+
+/// A token-endpoint request with `client_secret_basic` (or `client_id` for public
+/// clients).
+pub async fn token_request(
+    server: &TestServer,
+    client: &ClientSpec,
+    secret: Option<&str>,
+    params: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut form: Vec<(&str, &str)> = params.to_vec();
+    let mut req = server.http().post(server.url("/api/token"));
+    match secret {
+        Some(s) => req = req.basic_auth(client.id, Some(s)),
+        None => form.push(("client_id", client.id)),
+    }
+    req.form(&form).send().await.expect("token request")
+}
