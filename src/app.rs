@@ -19,6 +19,7 @@ pub struct App {
     /// Wakes the outbox worker when something was queued.
     pub outbox_wake: tokio::sync::Notify,
     pub metrics: crate::metrics::Metrics,
+    pub rate_limits: crate::partner::ratelimit::RateLimiter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +35,8 @@ impl App {
                 config.data_dir.display()
             ))
         })?;
-        let store = Store::open(&config.data_dir.join("db")).map_err(|e| StartError(e.to_string()))?;
+        let store =
+            Store::open(&config.data_dir.join("db")).map_err(|e| StartError(e.to_string()))?;
         let max_ttl = config
             .tokens
             .access_token_ttl
@@ -49,7 +51,13 @@ impl App {
             config.login.free_failures,
             config.login.max_backoff,
         );
+        let rate_limits = crate::partner::ratelimit::RateLimiter::new(
+            clock.clone(),
+            config.rate_limits.partner_per_minute,
+            config.rate_limits.api_per_minute,
+        );
         Ok(Arc::new(App {
+            rate_limits,
             pending: crate::oidc::PendingRequests::new(clock.clone()),
             config,
             store,

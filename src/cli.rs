@@ -14,7 +14,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "mgpass", version, about = "OpenID Connect provider and rewards platform")]
+#[command(
+    name = "mgpass",
+    version,
+    about = "OpenID Connect provider and rewards platform"
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "MGPASS_CONFIG")]
@@ -39,6 +43,84 @@ pub enum Top {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Manage partners and their API keys.
+    #[command(subcommand)]
+    Partner(PartnerCmd),
+}
+
+#[derive(Args, Default)]
+pub struct PartnerFields {
+    #[arg(long)]
+    name: Option<String>,
+    /// An event type the partner may post (repeat for several).
+    #[arg(long = "event-type")]
+    event_types: Vec<String>,
+    /// Points multiplier (default 1.0).
+    #[arg(long)]
+    multiplier: Option<f64>,
+    /// Where signed webhooks go (https, or http on loopback); "" removes it.
+    #[arg(long)]
+    webhook_url: Option<String>,
+}
+
+impl PartnerFields {
+    fn spec(self, enabled: Option<bool>) -> crate::partner::PartnerSpec {
+        crate::partner::PartnerSpec {
+            name: self.name,
+            event_types: (!self.event_types.is_empty()).then_some(self.event_types),
+            multiplier: self.multiplier,
+            webhook_url: self.webhook_url,
+            enabled,
+        }
+    }
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("when").required(true).args(["now", "overlap"])))]
+pub struct RotateArgs {
+    id: String,
+    /// The old credential stops working at once (use after a compromise).
+    #[arg(long)]
+    now: bool,
+    /// Both work for this long (e.g. "24h"), then the old one stops.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    overlap: Option<std::time::Duration>,
+}
+
+impl RotateArgs {
+    fn overlap_secs(&self) -> Option<u64> {
+        self.overlap.map(|d| d.as_secs().max(1))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum PartnerCmd {
+    /// Create a partner; prints its id, API key and webhook secret once.
+    Add {
+        #[command(flatten)]
+        fields: PartnerFields,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    /// Change a partner's settings.
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: PartnerFields,
+        /// Re-enable a disabled partner.
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Refuse the partner's keys from now on.
+    Disable {
+        id: String,
+    },
+    /// Issue a new API key (printed once).
+    RotateKey(RotateArgs),
+    /// Issue a new webhook secret (printed once).
+    RotateWebhookSecret(RotateArgs),
 }
 
 #[derive(Subcommand)]
@@ -46,8 +128,12 @@ pub enum ClientCmd {
     /// Register a client.
     Add(ClientAddArgs),
     List,
-    Show { id: String },
-    Remove { id: String },
+    Show {
+        id: String,
+    },
+    Remove {
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -109,17 +195,29 @@ pub enum UserCmd {
     },
     List,
     /// Show a user (by id, username or email).
-    Show { user: String },
-    Remove { user: String },
+    Show {
+        user: String,
+    },
+    Remove {
+        user: String,
+    },
     SetPassword {
         user: String,
         #[command(flatten)]
         password: PasswordArgs,
     },
-    GrantRole { user: String, role: String },
-    RevokeRole { user: String, role: String },
+    GrantRole {
+        user: String,
+        role: String,
+    },
+    RevokeRole {
+        user: String,
+        role: String,
+    },
     /// End every session of the user everywhere.
-    Logout { user: String },
+    Logout {
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -190,6 +288,28 @@ fn to_command(top: Top) -> Result<Command, AdminError> {
         Top::User(UserCmd::Logout { user }) => Command::UserLogout { user },
         Top::Keys(KeysCmd::Rotate { now }) => Command::KeysRotate { now },
         Top::Keys(KeysCmd::List) => Command::KeysList,
+        Top::Partner(PartnerCmd::Add { fields }) => Command::PartnerAdd(fields.spec(None)),
+        Top::Partner(PartnerCmd::List) => Command::PartnerList,
+        Top::Partner(PartnerCmd::Show { id }) => Command::PartnerShow { id },
+        Top::Partner(PartnerCmd::Update { id, fields, enable }) => Command::PartnerUpdate {
+            id,
+            spec: fields.spec(enable.then_some(true)),
+        },
+        Top::Partner(PartnerCmd::Disable { id }) => Command::PartnerUpdate {
+            id,
+            spec: crate::partner::PartnerSpec {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        },
+        Top::Partner(PartnerCmd::RotateKey(r)) => Command::PartnerRotateKey {
+            overlap_secs: r.overlap_secs(),
+            id: r.id,
+        },
+        Top::Partner(PartnerCmd::RotateWebhookSecret(r)) => Command::PartnerRotateWebhookSecret {
+            overlap_secs: r.overlap_secs(),
+            id: r.id,
+        },
     })
 }
 
@@ -250,7 +370,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mgpass: cannot start the runtime: {e}");
@@ -272,8 +395,8 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let result = to_command(cli.command)
-        .and_then(|command| runtime.block_on(run_command(config, command)));
+    let result =
+        to_command(cli.command).and_then(|command| runtime.block_on(run_command(config, command)));
     match result {
         Ok(value) => {
             if cli.json {

@@ -33,6 +33,8 @@ pub struct Config {
     pub login: LoginConfig,
     pub logout: LogoutConfig,
     pub shutdown: ShutdownConfig,
+    pub rate_limits: RateLimitConfig,
+    pub webhooks: WebhookConfig,
     /// One table per plugin, `[plugins.NAME]`, handed to that plugin's `init`.
     pub plugins: BTreeMap<String, toml::Table>,
 }
@@ -107,6 +109,26 @@ pub struct LogoutConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Requests per minute per client IP to `/api/partner/*`.
+    pub partner_per_minute: u32,
+    /// Requests per minute per client IP to every other `/api/*` path.
+    pub api_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Timeout of one delivery attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// An endpoint that has failed for this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     /// How long in-flight requests may run after SIGINT/SIGTERM.
     #[serde(with = "humantime_serde")]
@@ -129,6 +151,8 @@ impl Default for Config {
             login: LoginConfig::default(),
             logout: LogoutConfig::default(),
             shutdown: ShutdownConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+            webhooks: WebhookConfig::default(),
             plugins: BTreeMap::new(),
         }
     }
@@ -181,6 +205,24 @@ impl Default for LogoutConfig {
             backchannel_timeout: Duration::from_secs(5),
             backchannel_max_age: Duration::from_secs(24 * 3600),
             backchannel_retry_base: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            partner_per_minute: 30,
+            api_per_minute: 100,
+        }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            timeout: Duration::from_secs(10),
+            disable_after: Duration::from_secs(3 * 24 * 3600),
         }
     }
 }
@@ -270,6 +312,9 @@ impl Config {
             if d.is_zero() {
                 return Err(format!("{name}: must be longer than zero"));
             }
+        }
+        if self.rate_limits.partner_per_minute == 0 || self.rate_limits.api_per_minute == 0 {
+            return Err("rate_limits: limits must be at least 1 per minute".into());
         }
         if self.login.argon2_iterations == 0 || self.login.argon2_parallelism == 0 {
             return Err("login: argon2 iterations and parallelism must be at least 1".into());

@@ -17,10 +17,12 @@ pub mod keys;
 pub mod metrics;
 pub mod oidc;
 pub mod outbox;
+pub mod partner;
 pub mod server;
 pub mod session;
 pub mod store;
 pub mod types;
+pub mod webhook;
 
 /// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.
 pub fn install_crypto_provider() {

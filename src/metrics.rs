@@ -12,6 +12,7 @@ pub struct Metrics {
     pub deliveries_ok: AtomicU64,
     pub delivery_failures: AtomicU64,
     pub deliveries_given_up: AtomicU64,
+    pub rate_limited: AtomicU64,
 }
 
 impl Metrics {

@@ -35,9 +35,8 @@ impl Server {
         let grace = config.shutdown.grace;
         let socket_path = config.admin_socket_path();
         let app = App::open(config, clock)?;
-        let admin = crate::admin::socket::bind(&socket_path).map_err(|e| {
-            StartError(format!("admin socket {}: {e}", socket_path.display()))
-        })?;
+        let admin = crate::admin::socket::bind(&socket_path)
+            .map_err(|e| StartError(format!("admin socket {}: {e}", socket_path.display())))?;
         let addr = listener
             .local_addr()
             .map_err(|e| StartError(e.to_string()))?;

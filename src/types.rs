@@ -35,7 +35,7 @@ impl fmt::Display for ClientId {
 pub struct UserId(pub(crate) String);
 
 impl UserId {
-    pub fn new() -> UserId {
+    pub fn generate() -> UserId {
         UserId(crate::crypto::random_id("usr_"))
     }
     pub fn as_str(&self) -> &str {

@@ -5,6 +5,7 @@ pub mod socket;
 
 use crate::app::App;
 use crate::crypto::{random_token, sha256_hex};
+use crate::partner;
 use crate::store::{Client, IdTokenAlg, StoreError, User};
 use crate::types::{ClientId, RedirectUri, UserId};
 use serde::{Deserialize, Serialize};
@@ -16,18 +17,56 @@ use serde_json::{Value, json};
 pub enum Command {
     ClientAdd(NewClient),
     ClientList,
-    ClientShow { id: String },
-    ClientRemove { id: String },
+    ClientShow {
+        id: String,
+    },
+    ClientRemove {
+        id: String,
+    },
     UserAdd(NewUser),
     UserList,
-    UserShow { user: String },
-    UserRemove { user: String },
-    UserSetPassword { user: String, password: String },
-    UserGrantRole { user: String, role: String },
-    UserRevokeRole { user: String, role: String },
-    UserLogout { user: String },
-    KeysRotate { now: bool },
+    UserShow {
+        user: String,
+    },
+    UserRemove {
+        user: String,
+    },
+    UserSetPassword {
+        user: String,
+        password: String,
+    },
+    UserGrantRole {
+        user: String,
+        role: String,
+    },
+    UserRevokeRole {
+        user: String,
+        role: String,
+    },
+    UserLogout {
+        user: String,
+    },
+    KeysRotate {
+        now: bool,
+    },
     KeysList,
+    PartnerAdd(crate::partner::PartnerSpec),
+    PartnerList,
+    PartnerShow {
+        id: String,
+    },
+    PartnerUpdate {
+        id: String,
+        spec: crate::partner::PartnerSpec,
+    },
+    PartnerRotateKey {
+        id: String,
+        overlap_secs: Option<u64>,
+    },
+    PartnerRotateWebhookSecret {
+        id: String,
+        overlap_secs: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +113,16 @@ impl From<StoreError> for AdminError {
         match e {
             StoreError::Rejected(m) => AdminError::Invalid(m),
             other => AdminError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::http::Error> for AdminError {
+    fn from(e: crate::http::Error) -> Self {
+        match e {
+            crate::http::Error::Internal(m) => AdminError::Failed(m),
+            crate::http::Error::Api { message, .. } => AdminError::Invalid(message),
+            other => AdminError::Invalid(other.to_string()),
         }
     }
 }
@@ -235,7 +284,7 @@ pub async fn execute(app: &App, command: Command) -> Result<Value, AdminError> {
                 validate_email(e)?;
             }
             let user = User {
-                id: UserId::new(),
+                id: UserId::generate(),
                 username: new.username,
                 email: new.email,
                 name: new.name,
@@ -302,6 +351,43 @@ pub async fn execute(app: &App, command: Command) -> Result<Value, AdminError> {
             )
         }
         Command::KeysList => json!(app.keys.list(now)),
+        Command::PartnerAdd(spec) => {
+            let created = partner::create(app, &spec)?;
+            let mut v = partner::view(&created.partner, now);
+            v["api_key"] = json!(created.api_key);
+            v["webhook_secret"] = json!(created.webhook_secret);
+            v
+        }
+        Command::PartnerList => json!(
+            app.store
+                .partners()?
+                .iter()
+                .map(|p| partner::view(p, now))
+                .collect::<Vec<_>>()
+        ),
+        Command::PartnerShow { id } => partner::view(
+            &app.store
+                .partner(&id)?
+                .ok_or_else(|| invalid(format!("no partner {id:?}")))?,
+            now,
+        ),
+        Command::PartnerUpdate { id, spec } => {
+            partner::view(&partner::update(app, &id, &spec)?, now)
+        }
+        Command::PartnerRotateKey { id, overlap_secs } => {
+            let retire = partner::retire_from(overlap_secs, now);
+            let (p, key) = partner::rotate_key(app, &id, retire)?;
+            let mut v = partner::view(&p, now);
+            v["api_key"] = json!(key);
+            v
+        }
+        Command::PartnerRotateWebhookSecret { id, overlap_secs } => {
+            let retire = partner::retire_from(overlap_secs, now);
+            let (p, secret) = partner::rotate_webhook_secret(app, &id, retire)?;
+            let mut v = partner::view(&p, now);
+            v["webhook_secret"] = json!(secret);
+            v
+        }
     };
     app.store.flush().await?;
     Ok(result)

@@ -59,7 +59,8 @@ impl Req {
     }
 
     pub fn query_params(&self) -> Result<Params, Error> {
-        Params::parse(self.query.as_deref().unwrap_or("").as_bytes()).map_err(Error::invalid_request)
+        Params::parse(self.query.as_deref().unwrap_or("").as_bytes())
+            .map_err(Error::invalid_request)
     }
 
     /// Form parameters of a POST body; the content type must say so (RFC 6749 §3.2).
@@ -129,10 +130,8 @@ pub fn redirect(location: &str) -> Result<Resp, Error> {
 }
 
 pub fn add_header(resp: &mut Resp, name: &'static str, value: &str) -> Result<(), Error> {
-    resp.headers_mut().append(
-        name,
-        HeaderValue::from_str(value).map_err(Error::internal)?,
-    );
+    resp.headers_mut()
+        .append(name, HeaderValue::from_str(value).map_err(Error::internal)?);
     Ok(())
 }
 
@@ -256,7 +255,10 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
 }

@@ -1,11 +1,64 @@
 //! Routing: a `match` on method and path.
 
-use super::{Error, Req, Resp};
+use super::{Error, Req, Resp, add_header};
 use crate::app::App;
 use crate::oidc::{authorize, discovery, introspect, logout, token, userinfo};
+use crate::partner::ratelimit::Bucket;
 use hyper::Method;
+use hyper::StatusCode;
 
+/// Applies the per-IP rate limit to `/api/*`, then dispatches. A limited request does
+/// nothing; every `/api/*` answer carries the `RateLimit` headers.
 pub async fn route(app: &App, req: &Req) -> Result<Resp, Error> {
+    let Some(rest) = req.path.strip_prefix("/api/") else {
+        return dispatch(app, req).await;
+    };
+    let bucket = if rest.starts_with("partner/") {
+        Bucket::Partner
+    } else {
+        Bucket::Api
+    };
+    let decision = app.rate_limits.check(bucket, super::client_ip(app, req));
+    let mut resp = if decision.allowed {
+        dispatch(app, req)
+            .await
+            .unwrap_or_else(Error::into_response)
+    } else {
+        app.metrics.inc(&app.metrics.rate_limited);
+        let mut resp = Error::api(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many requests; retry in {} seconds",
+                decision.reset_secs
+            ),
+        )
+        .into_response();
+        add_header(&mut resp, "retry-after", &decision.reset_secs.to_string())?;
+        resp
+    };
+    add_header(
+        &mut resp,
+        "ratelimit-policy",
+        &format!("\"{}\";q={};w=60", bucket.name(), decision.limit),
+    )?;
+    add_header(
+        &mut resp,
+        "ratelimit",
+        &format!(
+            "\"{}\";r={};t={}",
+            bucket.name(),
+            decision.remaining,
+            decision.reset_secs
+        ),
+    )?;
+    Ok(resp)
+}
+
+async fn dispatch(app: &App, req: &Req) -> Result<Resp, Error> {
+    if let Some(handled) = crate::partner::api::route(app, req).await {
+        return handled;
+    }
     let m = &req.method;
     let get = m == Method::GET || m == Method::HEAD;
     let post = m == Method::POST;
@@ -45,8 +98,11 @@ pub async fn route(app: &App, req: &Req) -> Result<Resp, Error> {
 /// The methods a known path takes, for `405` with `Allow`.
 fn allowed(path: &str) -> Option<&'static str> {
     match path {
-        "/.well-known/openid-configuration" | "/jwks.json" | "/account"
-        | "/api/account/profile" | "/api/admin/whoami" => Some("GET, HEAD"),
+        "/.well-known/openid-configuration"
+        | "/jwks.json"
+        | "/account"
+        | "/api/account/profile"
+        | "/api/admin/whoami" => Some("GET, HEAD"),
         "/authorize" | "/api/userinfo" | "/api/logout" => Some("GET, POST"),
         "/login" | "/consent" | "/api/token" | "/api/revoke" | "/api/introspect" => Some("POST"),
         _ => None,

@@ -53,21 +53,22 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<(Arc<ServerConfig>, Stri
         .map_err(|e| err(cert, e))?
         .collect::<Result<_, _>>()
         .map_err(|e| err(cert, e))?;
-    let first = certs.first().ok_or_else(|| err(cert, "no certificate in file"))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| err(cert, "no certificate in file"))?;
     let fingerprint = crate::crypto::sha256(first.as_ref())
         .iter()
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":");
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, e))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| err(cert, e))?
-    .with_no_client_auth()
-    .with_single_cert(certs, private)
-    .map_err(|e| err(key, e))?;
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err(cert, e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, private)
+            .map_err(|e| err(key, e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((Arc::new(config), fingerprint))
 }

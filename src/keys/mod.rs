@@ -141,7 +141,11 @@ fn load_key(dir: &Path, meta: KeyMeta) -> Result<LoadedKey, KeyError> {
     }
     let (signer, verifier): (Box<dyn JwsSigner>, Box<dyn JwsVerifier>) = match meta.alg {
         Alg::ES256 => (
-            Box::new(ES256.signer_from_pem(&pem).map_err(|e| file_err(&path, e))?),
+            Box::new(
+                ES256
+                    .signer_from_pem(&pem)
+                    .map_err(|e| file_err(&path, e))?,
+            ),
             Box::new(
                 ES256
                     .verifier_from_jwk(&jwk_from(&public_jwk)?)
@@ -149,7 +153,11 @@ fn load_key(dir: &Path, meta: KeyMeta) -> Result<LoadedKey, KeyError> {
             ),
         ),
         Alg::RS256 => (
-            Box::new(RS256.signer_from_pem(&pem).map_err(|e| file_err(&path, e))?),
+            Box::new(
+                RS256
+                    .signer_from_pem(&pem)
+                    .map_err(|e| file_err(&path, e))?,
+            ),
             Box::new(
                 RS256
                     .verifier_from_jwk(&jwk_from(&public_jwk)?)
@@ -411,14 +419,21 @@ mod tests {
     fn tampered_token_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let ring = KeyRing::open(dir.path(), 600, 1000).unwrap();
-        let t = ring.sign(&json!({"sub":"a"}), "at+jwt", Alg::ES256, 1000).unwrap();
+        let t = ring
+            .sign(&json!({"sub":"a"}), "at+jwt", Alg::ES256, 1000)
+            .unwrap();
         let (typ, claims) = ring.verify(&t, 1000).unwrap();
-        assert_eq!((typ.as_str(), claims["sub"].as_str()), ("at+jwt", Some("a")));
+        assert_eq!(
+            (typ.as_str(), claims["sub"].as_str()),
+            ("at+jwt", Some("a"))
+        );
         let mut parts: Vec<&str> = t.split('.').collect();
         let forged = b64url(br#"{"sub":"b"}"#);
         parts[1] = &forged;
         assert!(ring.verify(&parts.join("."), 1000).is_err());
-        let rs = ring.sign(&json!({"sub":"a"}), "JWT", Alg::RS256, 1000).unwrap();
+        let rs = ring
+            .sign(&json!({"sub":"a"}), "JWT", Alg::RS256, 1000)
+            .unwrap();
         assert!(ring.verify(&rs, 1000).is_ok());
     }
 }

@@ -97,7 +97,12 @@ fn validate(app: &App, params: &Params) -> Result<Result<AuthRequest, Redirectab
         .ok_or_else(|| bad("redirect_uri is not registered for this client"))?;
     let state = params.get("state").map(str::to_string);
     let fail = |code: &'static str, d: &str| {
-        Ok(Err((redirect_uri.clone(), state.clone(), code, d.to_string())))
+        Ok(Err((
+            redirect_uri.clone(),
+            state.clone(),
+            code,
+            d.to_string(),
+        )))
     };
 
     if params.get("request").is_some() {
@@ -259,7 +264,11 @@ fn login_page(app: &App, request: AuthRequest, error: Option<&str>, status: Stat
 }
 
 fn consent_page(app: &App, request: AuthRequest) -> Resp {
-    let scopes = request.scope.iter().filter_map(pages::describe_scope).collect();
+    let scopes = request
+        .scope
+        .iter()
+        .filter_map(pages::describe_scope)
+        .collect();
     let client_name = request.client.name.clone();
     let csrf = request.csrf.clone();
     let id = app.pending.insert(request);
@@ -428,11 +437,15 @@ pub async fn login(app: &App, req: &Req) -> Result<Resp, Error> {
         session,
     };
     let mut resp = proceed(app, request, Some(current), true).await?;
-    let max_age = remember.then(|| app.config.session.lifetime.as_secs());
+    let max_age = remember.then_some(app.config.session.lifetime.as_secs());
     add_header(
         &mut resp,
         "set-cookie",
-        &cookies::session_cookie(&cookie, app.config.session.cookie_domain.as_deref(), max_age),
+        &cookies::session_cookie(
+            &cookie,
+            app.config.session.cookie_domain.as_deref(),
+            max_age,
+        ),
     )?;
     Ok(resp)
 }

@@ -51,7 +51,10 @@ fn cacheable(mut resp: Resp, seconds: u32) -> Resp {
 
 /// `GET /.well-known/openid-configuration`
 pub async fn openid_configuration(app: &App, _req: &Req) -> Result<Resp, Error> {
-    Ok(cacheable(json_response(StatusCode::OK, &metadata(app)), 3600))
+    Ok(cacheable(
+        json_response(StatusCode::OK, &metadata(app)),
+        3600,
+    ))
 }
 
 /// `GET /jwks.json`: short cache so a newly published key is seen well before it signs.

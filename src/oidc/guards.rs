@@ -45,7 +45,9 @@ pub fn require_user(app: &App, req: &Req) -> Result<UserPrincipal, Error> {
 }
 
 pub fn user_from_token(app: &App, token: &str) -> Result<UserPrincipal, Error> {
-    let claims = app.verify_access_token(token).map_err(Error::invalid_token)?;
+    let claims = app
+        .verify_access_token(token)
+        .map_err(Error::invalid_token)?;
     // Only session-bound tokens belong to a user; client-credential tokens do not.
     if claims.sid.is_none() {
         return Err(Error::invalid_token("the token does not belong to a user"));

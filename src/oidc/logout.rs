@@ -62,10 +62,8 @@ fn read_hint(app: &App, token: &str) -> Result<Hint, Error> {
             "id_token_hint is not a valid ID token from this provider",
         )
     };
-    let (typ, claims): (String, Value) = app
-        .keys
-        .verify(token, app.clock.now())
-        .map_err(|_| bad())?;
+    let (typ, claims): (String, Value) =
+        app.keys.verify(token, app.clock.now()).map_err(|_| bad())?;
     if typ != "JWT" || claims["iss"].as_str() != Some(app.config.issuer.as_str()) {
         return Err(bad());
     }
@@ -83,9 +81,9 @@ fn read_hint(app: &App, token: &str) -> Result<Hint, Error> {
 
 /// `GET|POST /api/logout`: the end-session endpoint.
 pub async fn end_session(app: &App, req: &Req) -> Result<Resp, Error> {
-    let params = req.params().map_err(|e| {
-        Error::page(StatusCode::BAD_REQUEST, "Sign-out failed", e.to_string())
-    })?;
+    let params = req
+        .params()
+        .map_err(|e| Error::page(StatusCode::BAD_REQUEST, "Sign-out failed", e.to_string()))?;
     let page_err = |m: &str| Error::page(StatusCode::BAD_REQUEST, "Sign-out failed", m.to_string());
     let hint = params
         .get("id_token_hint")
@@ -105,7 +103,9 @@ pub async fn end_session(app: &App, req: &Req) -> Result<Resp, Error> {
         None => None,
         Some(uri) => {
             let client = match &client_id {
-                Some(id) => app.store.client(&ClientId::parse(id).map_err(|e| page_err(&e))?)?,
+                Some(id) => app
+                    .store
+                    .client(&ClientId::parse(id).map_err(|e| page_err(&e))?)?,
                 None => None,
             };
             let client = client.ok_or_else(|| {
@@ -188,7 +188,11 @@ pub async fn admin_logout_user(app: &App, req: &Req, user_id: &str) -> Result<Re
     super::guards::require_admin(app, req)?;
     let user_id = UserId(user_id.to_string());
     if app.store.user(&user_id)?.is_none() {
-        return Err(Error::api(StatusCode::NOT_FOUND, "not_found", "no such user"));
+        return Err(Error::api(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such user",
+        ));
     }
     let summary = app.logout_everywhere(&user_id).await?;
     Ok(json_response(

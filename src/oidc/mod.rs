@@ -98,9 +98,10 @@ pub fn authenticate_client(
     req: &Req,
     params: &Params,
 ) -> Result<AuthenticatedClient, Error> {
-    let basic = req
-        .header("authorization")
-        .and_then(|h| h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")));
+    let basic = req.header("authorization").and_then(|h| {
+        h.strip_prefix("Basic ")
+            .or_else(|| h.strip_prefix("basic "))
+    });
     let (id, secret, used_basic) = match basic {
         Some(encoded) => {
             if params.get("client_secret").is_some() {
@@ -131,7 +132,11 @@ pub fn authenticate_client(
             let id = params
                 .get("client_id")
                 .ok_or_else(|| Error::invalid_client(false))?;
-            (id.to_string(), params.get("client_secret").map(str::to_string), false)
+            (
+                id.to_string(),
+                params.get("client_secret").map(str::to_string),
+                false,
+            )
         }
     };
     let client_id = ClientId::parse(&id).map_err(|_| Error::invalid_client(used_basic))?;

@@ -36,8 +36,7 @@ pub async fn token(app: &App, req: &Req) -> Result<Resp, Error> {
 /// RFC 7636 §4.1: 43–128 characters from the unreserved set.
 fn valid_verifier(v: &str) -> bool {
     (43..=128).contains(&v.len())
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
@@ -64,7 +63,9 @@ async fn authorization_code(app: &App, client: &Client, params: &Params) -> Resu
         .code(&digest)?
         .ok_or_else(|| Error::invalid_grant("the code is invalid or has expired"))?;
     if grant.client_id != client.id {
-        return Err(Error::invalid_grant("the code was issued to another client"));
+        return Err(Error::invalid_grant(
+            "the code was issued to another client",
+        ));
     }
     if grant.redeemed.is_none() {
         if grant.redirect_uri.as_str() != redirect_uri {

@@ -131,7 +131,11 @@ mod tests {
             t.failed("alice", a);
         }
         assert_eq!(t.check("alice", a), Some(1));
-        assert_eq!(t.check("Alice", b), None, "another address is not locked out");
+        assert_eq!(
+            t.check("Alice", b),
+            None,
+            "another address is not locked out"
+        );
         clock.advance_secs(1);
         assert_eq!(t.check("alice", a), None);
         t.failed("alice", a);

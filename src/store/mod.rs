@@ -8,12 +8,14 @@
 mod clients;
 mod grants;
 mod outbox;
+mod partners;
 mod sessions;
 mod users;
 
 pub use clients::*;
 pub use grants::*;
 pub use outbox::*;
+pub use partners::*;
 pub use sessions::*;
 pub use users::*;
 

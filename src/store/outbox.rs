@@ -1,7 +1,7 @@
 //! The durable outbox: notifications written in the same transaction as the change they
 //! announce, delivered by a worker, removed only once delivered or given up.
 
-use super::{Store, StoreError, Txn, TxResult};
+use super::{Store, StoreError, TxResult, Txn};
 use crate::types::{ClientId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +13,11 @@ pub enum OutboxKind {
         client_id: ClientId,
         sub: UserId,
         sid: Option<String>,
+    },
+    Webhook {
+        partner_id: String,
+        event_type: String,
+        payload: serde_json::Value,
     },
 }
 
@@ -105,6 +110,24 @@ impl Store {
             item.attempts += 1;
             tx.remove(&key(id))?;
             tx.put(&done_key(id), &(how, now, &item))
+        })
+    }
+
+    /// Puts an item back in the queue, due at `now_ms`: a finished one is moved back, a
+    /// pending one is made due. Returns whether the item exists.
+    pub fn outbox_requeue(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.transact(|tx| {
+            let mut item = match tx.get::<OutboxItem>(&key(id))? {
+                Some(item) => item,
+                None => match tx.get::<(Finished, i64, OutboxItem)>(&done_key(id))? {
+                    Some((_, _, item)) => item,
+                    None => return Ok(false),
+                },
+            };
+            item.next_attempt_ms = now_ms;
+            tx.remove(&done_key(id))?;
+            tx.put(&key(id), &item)?;
+            Ok(true)
         })
     }
 

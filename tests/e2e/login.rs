@@ -21,9 +21,10 @@ async fn relying_party_flow(public: bool) {
     let secret = server.add_client(spec.clone()).await;
     let sub = server.add_user("alice", "wonderland-42", &[]).await;
     let http = oidc_http(server.http());
-    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(server.base.clone()).unwrap(), &http)
-        .await
-        .unwrap();
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(server.base.clone()).unwrap(), &http)
+            .await
+            .unwrap();
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(spec.id.into()),
@@ -42,11 +43,25 @@ async fn relying_party_flow(public: bool) {
         .set_pkce_challenge(challenge)
         .url();
     let browser = server.browser();
-    let resp = submit_login(&browser, &server, url.as_str(), "alice", "wonderland-42", false).await;
+    let resp = submit_login(
+        &browser,
+        &server,
+        url.as_str(),
+        "alice",
+        "wonderland-42",
+        false,
+    )
+    .await;
     assert_eq!(resp.status(), 302);
     let back = location(&resp);
-    assert_eq!(query_param(&back, "state").as_deref(), Some(state.secret().as_str()));
-    assert_eq!(query_param(&back, "iss").as_deref(), Some(server.base.as_str()));
+    assert_eq!(
+        query_param(&back, "state").as_deref(),
+        Some(state.secret().as_str())
+    );
+    assert_eq!(
+        query_param(&back, "iss").as_deref(),
+        Some(server.base.as_str())
+    );
     let code = query_param(&back, "code").unwrap();
     let tokens = client
         .exchange_code(AuthorizationCode::new(code))
@@ -90,7 +105,15 @@ async fn sso_issues_a_code_without_the_form() {
     let secret = server.add_client(spec.clone()).await;
     server.add_user("bob", "builder-123", &[]).await;
     let browser = server.browser();
-    let first = code_flow(&server, &browser, &spec, secret.as_deref(), "openid", Some(("bob", "builder-123"))).await;
+    let first = code_flow(
+        &server,
+        &browser,
+        &spec,
+        secret.as_deref(),
+        "openid",
+        Some(("bob", "builder-123")),
+    )
+    .await;
     assert!(first["access_token"].is_string());
     let second = code_flow(&server, &browser, &spec, secret.as_deref(), "openid", None).await;
     assert!(second["id_token"].is_string());

@@ -29,6 +29,9 @@ backchannel_retry_base = "100ms"
 backchannel_timeout = "2s"
 [shutdown]
 grace = "2s"
+[rate_limits]
+partner_per_minute = 100000
+api_per_minute = 100000
 "#
     );
     Config::parse(&text, dir).expect("test config")
@@ -36,6 +39,8 @@ grace = "2s"
 
 pub struct TestServer {
     server: Option<Server>,
+    /// Held so the folder lives as long as the server.
+    #[allow(dead_code)]
     pub dir: TempDir,
     pub clock: Arc<ManualClock>,
     pub config: Config,
@@ -83,13 +88,16 @@ impl TestServer {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
         }
-        let listener = tokio::net::TcpListener::bind(self.addr).await.expect("rebind");
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("rebind");
         let server = Server::start(self.config.clone(), self.clock.clone(), listener)
             .await
             .expect("server restarts");
         self.server = Some(server);
     }
 
+    #[allow(dead_code)]
     pub async fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
