@@ -47,6 +47,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub base: String,
     pub cert_path: PathBuf,
+    /// The secret of the "console" client that `user_token` registers once.
+    pub console_secret: std::sync::Mutex<Option<String>>,
 }
 
 impl TestServer {
@@ -76,6 +78,7 @@ impl TestServer {
             dir,
             clock,
             config,
+            console_secret: std::sync::Mutex::new(None),
         }
     }
 
@@ -410,4 +413,41 @@ pub async fn token_request(
         None => form.push(("client_id", client.id)),
     }
     req.form(&form).send().await.expect("token request")
+}
+
+/// Signs in a fresh user holding `roles` through a first-party client and returns an
+/// access token for `scope`.
+pub async fn user_token(server: &TestServer, username: &str, roles: &[&str], scope: &str) -> String {
+    let spec = ClientSpec::confidential("console");
+    let secret = match server
+        .admin(Command::ClientShow {
+            id: spec.id.into(),
+        })
+        .await
+    {
+        Ok(_) => server.console_secret.lock().expect("lock").clone(),
+        Err(_) => {
+            let s = server.add_client(spec.clone()).await;
+            *server.console_secret.lock().expect("lock") = s.clone();
+            s
+        }
+    };
+    server.add_user(username, "correct-horse-9", roles).await;
+    let browser = server.browser();
+    let tokens = code_flow(
+        server,
+        &browser,
+        &spec,
+        secret.as_deref(),
+        scope,
+        Some((username, "correct-horse-9")),
+    )
+    .await;
+    tokens["access_token"].as_str().expect("access token").to_string()
+}
+
+/// An access token with the `mgpass:admin` scope.
+pub async fn admin_token(server: &TestServer) -> String {
+    let name = format!("admin{}", &mgpass::crypto::random_id("")[..8]);
+    user_token(server, &name, &["mgpass:admin"], "openid mgpass:admin").await
 }
