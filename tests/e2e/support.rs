@@ -417,12 +417,15 @@ pub async fn token_request(
 
 /// Signs in a fresh user holding `roles` through a first-party client and returns an
 /// access token for `scope`.
-pub async fn user_token(server: &TestServer, username: &str, roles: &[&str], scope: &str) -> String {
+pub async fn user_token(
+    server: &TestServer,
+    username: &str,
+    roles: &[&str],
+    scope: &str,
+) -> String {
     let spec = ClientSpec::confidential("console");
     let secret = match server
-        .admin(Command::ClientShow {
-            id: spec.id.into(),
-        })
+        .admin(Command::ClientShow { id: spec.id.into() })
         .await
     {
         Ok(_) => server.console_secret.lock().expect("lock").clone(),
@@ -443,7 +446,10 @@ pub async fn user_token(server: &TestServer, username: &str, roles: &[&str], sco
         Some((username, "correct-horse-9")),
     )
     .await;
-    tokens["access_token"].as_str().expect("access token").to_string()
+    tokens["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_string()
 }
 
 /// An access token with the `mgpass:admin` scope.
