@@ -4,5 +4,6 @@
 mod browser;
 mod foundation;
 mod login;
+mod metrics;
 mod partner;
 mod support;
