@@ -209,7 +209,7 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
     for i in 0..3 {
         let resp = server
             .http()
-            .post(&url_of(&server))
+            .post(url_of(&server))
             .header("x-forwarded-for", format!("198.51.100.{i}"))
             .send()
             .await
@@ -219,7 +219,7 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
     for _ in 0..2 {
         server
             .http()
-            .post(&url_of(&server))
+            .post(url_of(&server))
             .header("x-forwarded-for", "203.0.113.7, 127.0.0.1")
             .send()
             .await
@@ -227,7 +227,7 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
     }
     let resp = server
         .http()
-        .post(&url_of(&server))
+        .post(url_of(&server))
         .header("x-forwarded-for", "203.0.113.7")
         .send()
         .await
