@@ -3,4 +3,5 @@
 
 mod foundation;
 mod login;
+mod logout;
 mod support;
