@@ -1068,3 +1068,90 @@ async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
     assert_eq!(receiver.accepted().len(), 1);
     assert_eq!(process.terminate(), Some(0));
 }
+
+/// An RP may send the logout request as a cross-site form POST (RP-Initiated Logout 1.0
+/// §2). The browser then sends no `SameSite=Lax` cookie, so the request cannot be tied
+/// to the session: it must not be answered with a redirect that tells the RP the user
+/// is signed out while the session lives on. The user is asked instead, and confirming
+/// from mgpass's own page (same-site, cookies sent) logs out.
+#[tokio::test]
+async fn a_cross_site_post_without_cookies_asks_instead_of_claiming_success() {
+    let server = TestServer::start().await;
+    let apps = two_apps(&server).await;
+    let sub = server.add_user("alice", PASSWORD, &[]).await;
+    let (browser, jar) = server.browser_with_jar();
+    let (a, b) = sign_in_both(&server, &browser, &apps, "alice").await;
+    let params = [
+        ("id_token_hint", a.id_token()),
+        ("post_logout_redirect_uri", "https://app-a.example/bye"),
+        ("state", "s-9"),
+    ];
+    // What the browser sends for the RP's cross-site form: no cookies at all.
+    let resp = server
+        .http()
+        .post(server.url("/api/logout"))
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "not a redirect back to the RP: {}", location(&resp));
+    assert!(resp.headers().get("location").is_none());
+    let cookies = set_cookies(&resp);
+    let html = resp.text().await.unwrap();
+    assert_eq!(hidden_field(&html, "confirm").as_deref(), Some("yes"), "{html}");
+    assert_alive(&server, &a).await;
+    // The browser keeps the csrf cookie the page set, then confirms same-site.
+    let base = url::Url::parse(&server.base).unwrap();
+    for c in &cookies {
+        jar.add_cookie_str(c, &base);
+    }
+    let form: Vec<(&str, String)> = ["csrf", "confirm", "client_id", "post_logout_redirect_uri", "state"]
+        .into_iter()
+        .map(|k| (k, hidden_field(&html, k).unwrap_or_else(|| panic!("field {k}: {html}"))))
+        .collect();
+    let resp = browser.post(server.url("/api/logout")).form(&form).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    let loc = location(&resp);
+    assert!(loc.starts_with("https://app-a.example/bye"), "{loc}");
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("s-9"));
+    assert_dead(&server, &a).await;
+    assert_dead(&server, &b).await;
+    assert_store_logged_out(&server, &sub);
+    apps.ra.wait_accepted(1, || {}).await;
+    apps.rb.wait_accepted(1, || {}).await;
+    // Once the session is gone, the same POST simply goes back to the RP.
+    let resp = server
+        .http()
+        .post(server.url("/api/logout"))
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    assert!(location(&resp).starts_with("https://app-a.example/bye"));
+}
+
+/// With `session.cookie_domain` configured, the cookie is cleared on that domain (a
+/// `Set-Cookie` without it would leave the domain cookie in place).
+#[tokio::test]
+async fn the_session_cookie_is_cleared_on_the_configured_domain() {
+    let server = TestServer::start_with(|c| c.session.cookie_domain = Some("localhost".into())).await;
+    let apps = two_apps(&server).await;
+    server.add_user("alice", PASSWORD, &[]).await;
+    let browser = server.browser();
+    let (a, _) = sign_in_both(&server, &browser, &apps, "alice").await;
+    let resp = browser
+        .get(logout_url(&server, &[("id_token_hint", a.id_token())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookies = set_cookies(&resp);
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("mgpass_session=;") && c.contains("Max-Age=0") && c.contains("Domain=localhost")),
+        "{cookies:?}"
+    );
+    assert_browser_signed_out(&server, &browser, &apps.b).await;
+}
