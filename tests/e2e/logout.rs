@@ -62,7 +62,9 @@ impl Signed {
         self.tokens["access_token"].as_str().expect("access token")
     }
     fn refresh(&self) -> &str {
-        self.tokens["refresh_token"].as_str().expect("refresh token")
+        self.tokens["refresh_token"]
+            .as_str()
+            .expect("refresh token")
     }
     fn id_token(&self) -> &str {
         self.tokens["id_token"].as_str().expect("id token")
@@ -152,7 +154,12 @@ async fn refresh(server: &TestServer, app: &Signed) -> (u16, Value) {
 /// Everything an app holds works: the baseline that makes the "after" checks mean
 /// something. Does not rotate the refresh token (introspection only).
 async fn assert_alive(server: &TestServer, app: &Signed) {
-    assert_eq!(userinfo_status(server, app.access()).await, 200, "{}", app.spec.id);
+    assert_eq!(
+        userinfo_status(server, app.access()).await,
+        200,
+        "{}",
+        app.spec.id
+    );
     assert_eq!(introspect(server, app, app.access()).await["active"], true);
     assert_eq!(introspect(server, app, app.refresh()).await["active"], true);
 }
@@ -164,7 +171,10 @@ async fn assert_dead(server: &TestServer, app: &Signed) {
     let exp = verify_with_jwks(&server.jwks().await, app.access()).1["exp"]
         .as_i64()
         .expect("exp");
-    assert!(exp > server.clock.now_ms() / 1000, "the JWT itself has not expired");
+    assert!(
+        exp > server.clock.now_ms() / 1000,
+        "the JWT itself has not expired"
+    );
     let resp = server
         .http()
         .get(server.url("/api/userinfo"))
@@ -173,7 +183,10 @@ async fn assert_dead(server: &TestServer, app: &Signed) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401, "{}: userinfo after logout", app.spec.id);
-    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_string();
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(challenge.contains("invalid_token"), "{challenge}");
     assert_eq!(
         introspect(server, app, app.access()).await,
@@ -188,7 +201,12 @@ async fn assert_dead(server: &TestServer, app: &Signed) {
         app.spec.id
     );
     let (status, body) = refresh(server, app).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{}: refresh", app.spec.id);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{}: refresh",
+        app.spec.id
+    );
 }
 
 /// A user id as the store names it (the `sub` of the user's tokens).
@@ -235,11 +253,22 @@ fn authorize_for(server: &TestServer, spec: &ClientSpec, extra: &[(&str, &str)])
 
 /// The browser is signed out: `/authorize` shows the login form, `prompt=none` gets
 /// `login_required`.
-async fn assert_browser_signed_out(server: &TestServer, browser: &reqwest::Client, spec: &ClientSpec) {
-    let resp = browser.get(authorize_for(server, spec, &[])).send().await.unwrap();
+async fn assert_browser_signed_out(
+    server: &TestServer,
+    browser: &reqwest::Client,
+    spec: &ClientSpec,
+) {
+    let resp = browser
+        .get(authorize_for(server, spec, &[]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200, "the login form, not a code");
     let html = resp.text().await.unwrap();
-    assert!(hidden_field(&html, "auth_request").is_some(), "login form: {html}");
+    assert!(
+        hidden_field(&html, "auth_request").is_some(),
+        "login form: {html}"
+    );
     let resp = browser
         .get(authorize_for(server, spec, &[("prompt", "none")]))
         .send()
@@ -247,12 +276,20 @@ async fn assert_browser_signed_out(server: &TestServer, browser: &reqwest::Clien
         .unwrap();
     assert_eq!(resp.status(), 302);
     let loc = location(&resp);
-    assert_eq!(query_param(&loc, "error").as_deref(), Some("login_required"), "{loc}");
+    assert_eq!(
+        query_param(&loc, "error").as_deref(),
+        Some("login_required"),
+        "{loc}"
+    );
     assert!(query_param(&loc, "code").is_none());
 }
 
 /// The browser still has its session: `prompt=none` gets a code.
-async fn assert_browser_signed_in(server: &TestServer, browser: &reqwest::Client, spec: &ClientSpec) {
+async fn assert_browser_signed_in(
+    server: &TestServer,
+    browser: &reqwest::Client,
+    spec: &ClientSpec,
+) {
     let resp = browser
         .get(authorize_for(server, spec, &[("prompt", "none")]))
         .send()
@@ -260,7 +297,10 @@ async fn assert_browser_signed_in(server: &TestServer, browser: &reqwest::Client
         .unwrap();
     assert_eq!(resp.status(), 302);
     let loc = location(&resp);
-    assert!(query_param(&loc, "code").is_some(), "still signed in: {loc}");
+    assert!(
+        query_param(&loc, "code").is_some(),
+        "still signed in: {loc}"
+    );
 }
 
 /// What a logout token must say.
@@ -292,7 +332,9 @@ fn check_logout_request(jwks: &Value, got: &Received, expect: &Expect) -> Value 
         Some("application/x-www-form-urlencoded"),
         "form-encoded"
     );
-    let token = got.logout_token().unwrap_or_else(|| panic!("body is logout_token=…: {}", got.body));
+    let token = got
+        .logout_token()
+        .unwrap_or_else(|| panic!("body is logout_token=…: {}", got.body));
     let (header, claims) = verify_with_jwks(jwks, &token);
     assert_eq!(header.get("typ"), Some(&json!("logout+jwt")), "{header:?}");
     assert_eq!(header.get("alg"), Some(&json!("ES256")));
@@ -302,7 +344,10 @@ fn check_logout_request(jwks: &Value, got: &Received, expect: &Expect) -> Value 
     assert_eq!(claims["sub"], expect.sub);
     let iat = claims["iat"].as_i64().expect("iat");
     let exp = claims["exp"].as_i64().expect("exp");
-    assert!(exp > iat && exp - iat <= 300, "short exp: iat {iat}, exp {exp}");
+    assert!(
+        exp > iat && exp - iat <= 300,
+        "short exp: iat {iat}, exp {exp}"
+    );
     assert!(
         claims["jti"].as_str().is_some_and(|j| j.len() >= 16),
         "jti: {claims}"
@@ -314,7 +359,12 @@ fn check_logout_request(jwks: &Value, got: &Received, expect: &Expect) -> Value 
         Sid::Any => assert!(claims["sid"].is_string(), "sid: {claims}"),
         Sid::Absent => assert!(claims.get("sid").is_none(), "no sid unless asked: {claims}"),
     }
-    let mut names: Vec<&str> = claims.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut names: Vec<&str> = claims
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     names.sort_unstable();
     let mut allowed = vec!["aud", "events", "exp", "iat", "iss", "jti", "sub"];
     if !matches!(expect.sid, Sid::Absent) {
@@ -385,7 +435,11 @@ async fn rp_initiated_logout_ends_everything_and_notifies_both_apps() {
     assert_eq!(query_param(&loc, "state").as_deref(), Some("s-42"));
     let cookies = set_cookies(&resp);
     assert!(clears_session_cookie(&cookies), "{cookies:?}");
-    assert_eq!(jar_cookie(&jar, &server.base, "mgpass_session"), None, "the browser dropped it");
+    assert_eq!(
+        jar_cookie(&jar, &server.base, "mgpass_session"),
+        None,
+        "the browser dropped it"
+    );
 
     // Tokens die at once, without moving the clock.
     assert_dead(&server, &a).await;
@@ -420,16 +474,29 @@ async fn rp_initiated_logout_ends_everything_and_notifies_both_apps() {
     let claims_a = check_logout_request(
         &jwks,
         &got_a[0],
-        &Expect { issuer, client: "app-a", sub: &sub, sid: Sid::Is(&sid) },
+        &Expect {
+            issuer,
+            client: "app-a",
+            sub: &sub,
+            sid: Sid::Is(&sid),
+        },
     );
     let claims_b = check_logout_request(
         &jwks,
         &got_b[0],
-        &Expect { issuer, client: "app-b", sub: &sub, sid: Sid::Absent },
+        &Expect {
+            issuer,
+            client: "app-b",
+            sub: &sub,
+            sid: Sid::Absent,
+        },
     );
     assert_ne!(claims_a["jti"], claims_b["jti"]);
     let now = server.clock.now_ms() / 1000;
-    assert!(claims_a["exp"].as_i64().unwrap() > now, "not expired on arrival");
+    assert!(
+        claims_a["exp"].as_i64().unwrap() > now,
+        "not expired on arrival"
+    );
     // Exactly once each.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!((apps.ra.received().len(), apps.rb.received().len()), (1, 1));
@@ -455,10 +522,20 @@ async fn logout_is_one_transaction_over_every_session_of_the_user() {
     assert_ne!(sids[0], sids[1]);
     let alice_id = user_id(&sub);
     let now = server.clock.now_ms() / 1000;
-    assert_eq!(server.app().store.sessions_of(&alice_id, now).unwrap().len(), 2);
+    assert_eq!(
+        server
+            .app()
+            .store
+            .sessions_of(&alice_id, now)
+            .unwrap()
+            .len(),
+        2
+    );
 
     let summary = server
-        .admin(Command::UserLogout { user: "alice".into() })
+        .admin(Command::UserLogout {
+            user: "alice".into(),
+        })
         .await
         .unwrap();
     assert_eq!(summary["logout"]["sessions_ended"], 2);
@@ -478,7 +555,16 @@ async fn logout_is_one_transaction_over_every_session_of_the_user() {
     let mut seen: Vec<String> = got_a
         .iter()
         .map(|r| {
-            let sid = check_logout_request(&jwks, r, &Expect { issuer, client: "app-a", sub: &sub, sid: Sid::Any });
+            let sid = check_logout_request(
+                &jwks,
+                r,
+                &Expect {
+                    issuer,
+                    client: "app-a",
+                    sub: &sub,
+                    sid: Sid::Any,
+                },
+            );
             sid["sid"].as_str().unwrap().to_string()
         })
         .collect::<Vec<_>>();
@@ -486,13 +572,25 @@ async fn logout_is_one_transaction_over_every_session_of_the_user() {
     let mut want = sids.to_vec();
     want.sort();
     assert_eq!(seen, want, "one token per session for app-a");
-    check_logout_request(&jwks, &got_b[0], &Expect { issuer, client: "app-b", sub: &sub, sid: Sid::Absent });
+    check_logout_request(
+        &jwks,
+        &got_b[0],
+        &Expect {
+            issuer,
+            client: "app-b",
+            sub: &sub,
+            sid: Sid::Absent,
+        },
+    );
 
     // Bob keeps everything.
     assert_alive(&server, &ba).await;
     assert_browser_signed_in(&server, &bobs, &apps.a).await;
     let bob_id = user_id(&bob);
-    assert_eq!(server.app().store.sessions_of(&bob_id, now).unwrap().len(), 1);
+    assert_eq!(
+        server.app().store.sessions_of(&bob_id, now).unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -520,7 +618,12 @@ async fn a_failing_receiver_gets_the_fourth_delivery() {
     let claims = check_logout_request(
         &jwks,
         &got[0],
-        &Expect { issuer: &server.base, client: "app-a", sub: &sub, sid: Sid::Is(&sid) },
+        &Expect {
+            issuer: &server.base,
+            client: "app-a",
+            sub: &sub,
+            sid: Sid::Is(&sid),
+        },
     );
     // Every attempt is the same notification (same jti), signed afresh.
     for r in &all {
@@ -528,11 +631,15 @@ async fn a_failing_receiver_gets_the_fourth_delivery() {
         assert_eq!(c["jti"], claims["jti"]);
     }
     // The outbox records it delivered after four attempts, and nothing is left.
-    let finished = poll_until(std::time::Duration::from_secs(5), || {}, || {
-        let f = server.app().store.outbox_finished().unwrap();
-        f.into_iter()
-            .find(|(_, _, item)| item.target == apps.ra.uri())
-    })
+    let finished = poll_until(
+        std::time::Duration::from_secs(5),
+        || {},
+        || {
+            let f = server.app().store.outbox_finished().unwrap();
+            f.into_iter()
+                .find(|(_, _, item)| item.target == apps.ra.uri())
+        },
+    )
     .await
     .expect("recorded as finished");
     assert_eq!(finished.0, mgpass::store::Finished::Delivered);
@@ -550,7 +657,9 @@ async fn a_pending_delivery_survives_a_restart() {
     apps.ra.set_down(true);
     apps.rb.set_failing(true);
     server
-        .admin(Command::UserLogout { user: "alice".into() })
+        .admin(Command::UserLogout {
+            user: "alice".into(),
+        })
         .await
         .unwrap();
     // Both were tried and failed: the deliveries are pending.
@@ -558,6 +667,18 @@ async fn a_pending_delivery_survives_a_restart() {
     apps.rb.wait_received(1, || {}).await;
     server.stop().await;
     let before = (apps.ra.received().len(), apps.rb.received().len());
+    // On disk, with the server stopped: both deliveries are still queued, each tried.
+    {
+        let store = mgpass::store::Store::open(&server.dir.path().join("data").join("db"))
+            .expect("the stopped server's store opens");
+        let pending = store.outbox_pending().unwrap();
+        assert_eq!(pending.len(), 2, "{pending:?}");
+        assert!(
+            pending
+                .iter()
+                .all(|i| i.attempts >= 1 && i.last_error.is_some())
+        );
+    }
     apps.ra.set_down(false);
     apps.rb.set_failing(false);
     server.clock.advance_secs(2);
@@ -570,8 +691,26 @@ async fn a_pending_delivery_survives_a_restart() {
     let jwks = server.jwks().await;
     let sid = sid_of(&jwks, a.id_token());
     let issuer = server.base.as_str();
-    check_logout_request(&jwks, &got_a[0], &Expect { issuer, client: "app-a", sub: &sub, sid: Sid::Is(&sid) });
-    check_logout_request(&jwks, &got_b[0], &Expect { issuer, client: "app-b", sub: &sub, sid: Sid::Absent });
+    check_logout_request(
+        &jwks,
+        &got_a[0],
+        &Expect {
+            issuer,
+            client: "app-a",
+            sub: &sub,
+            sid: Sid::Is(&sid),
+        },
+    );
+    check_logout_request(
+        &jwks,
+        &got_b[0],
+        &Expect {
+            issuer,
+            client: "app-b",
+            sub: &sub,
+            sid: Sid::Absent,
+        },
+    );
     // And the logout itself survived the restart.
     assert_store_logged_out(&server, &sub);
     assert_dead(&server, &a).await;
@@ -609,11 +748,17 @@ async fn an_unregistered_post_logout_redirect_uri_is_not_followed() {
         assert!(!clears_session_cookie(&set_cookies(&resp)), "{target}");
         let html = resp.text().await.unwrap();
         assert!(html.contains("not registered"), "{html}");
-        assert!(!html.contains(target), "the page does not offer a link to it");
+        assert!(
+            !html.contains(target),
+            "the page does not offer a link to it"
+        );
     }
     // Without any client to check it against, a URI is not followed either.
     let resp = browser
-        .get(logout_url(&server, &[("post_logout_redirect_uri", "https://app-a.example/bye")]))
+        .get(logout_url(
+            &server,
+            &[("post_logout_redirect_uri", "https://app-a.example/bye")],
+        ))
         .send()
         .await
         .unwrap();
@@ -625,7 +770,10 @@ async fn an_unregistered_post_logout_redirect_uri_is_not_followed() {
     assert_browser_signed_in(&server, &browser, &apps.a).await;
     let user_id = user_id(&sub);
     let now = server.clock.now_ms() / 1000;
-    assert_eq!(server.app().store.sessions_of(&user_id, now).unwrap().len(), 1);
+    assert_eq!(
+        server.app().store.sessions_of(&user_id, now).unwrap().len(),
+        1
+    );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(apps.ra.received().is_empty() && apps.rb.received().is_empty());
     assert!(server.app().store.outbox_pending().unwrap().is_empty());
@@ -676,7 +824,10 @@ async fn a_request_not_tied_to_the_session_asks_first() {
         ("csrf", csrf.clone()),
         ("confirm", "yes".to_string()),
         ("client_id", "app-a".to_string()),
-        ("post_logout_redirect_uri", "https://app-a.example/bye".to_string()),
+        (
+            "post_logout_redirect_uri",
+            "https://app-a.example/bye".to_string(),
+        ),
         ("state", "s-7".to_string()),
     ];
     // A cross-site POST carries the session cookie at most, never the csrf cookie.
@@ -693,7 +844,12 @@ async fn a_request_not_tied_to_the_session_asks_first() {
     // A wrong csrf field with the right cookie is refused too.
     let mut wrong = form.clone();
     wrong[0].1 = mgpass::crypto::random_token();
-    let resp = browser.post(server.url("/api/logout")).form(&wrong).send().await.unwrap();
+    let resp = browser
+        .post(server.url("/api/logout"))
+        .form(&wrong)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     assert_alive(&server, &a).await;
     assert_alive(&server, &b).await;
@@ -702,9 +858,18 @@ async fn a_request_not_tied_to_the_session_asks_first() {
 
     // Confirming from the page logs out, and follows the registered URI with state.
     for (name, value) in &form {
-        assert_eq!(hidden_field(&html, name).as_ref(), Some(value), "the page carries {name}");
+        assert_eq!(
+            hidden_field(&html, name).as_ref(),
+            Some(value),
+            "the page carries {name}"
+        );
     }
-    let resp = browser.post(server.url("/api/logout")).form(&form).send().await.unwrap();
+    let resp = browser
+        .post(server.url("/api/logout"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 302);
     let loc = location(&resp);
     assert!(loc.starts_with("https://app-a.example/bye"), "{loc}");
@@ -749,9 +914,27 @@ async fn the_account_page_button_logs_out_everywhere() {
     let sid = sid_of(&jwks, a.id_token());
     let issuer = server.base.as_str();
     let got_a = apps.ra.wait_accepted(1, || {}).await;
-    check_logout_request(&jwks, &got_a[0], &Expect { issuer, client: "app-a", sub: &sub, sid: Sid::Is(&sid) });
+    check_logout_request(
+        &jwks,
+        &got_a[0],
+        &Expect {
+            issuer,
+            client: "app-a",
+            sub: &sub,
+            sid: Sid::Is(&sid),
+        },
+    );
     let got_b = apps.rb.wait_accepted(1, || {}).await;
-    check_logout_request(&jwks, &got_b[0], &Expect { issuer, client: "app-b", sub: &sub, sid: Sid::Absent });
+    check_logout_request(
+        &jwks,
+        &got_b[0],
+        &Expect {
+            issuer,
+            client: "app-b",
+            sub: &sub,
+            sid: Sid::Absent,
+        },
+    );
     let page = browser.get(server.url("/account")).send().await.unwrap();
     assert!(page.text().await.unwrap().contains("not signed in"));
 }
@@ -782,7 +965,12 @@ async fn cli_and_admin_endpoint_logout_behave_the_same() {
     )
     .await;
     let admin_token = admin_tokens["access_token"].as_str().unwrap().to_string();
-    assert!(admin_tokens["scope"].as_str().unwrap().contains("mgpass:admin"));
+    assert!(
+        admin_tokens["scope"]
+            .as_str()
+            .unwrap()
+            .contains("mgpass:admin")
+    );
     // Eve asks for the admin scope but lacks the role: her token is refused.
     let eve_tokens = code_flow(
         &server,
@@ -832,7 +1020,9 @@ async fn cli_and_admin_endpoint_logout_behave_the_same() {
             }
             Surface::Cli => {
                 let out = server
-                    .admin(Command::UserLogout { user: "alice".into() })
+                    .admin(Command::UserLogout {
+                        user: "alice".into(),
+                    })
                     .await
                     .unwrap();
                 assert_eq!(out["user"], sub.as_str());
@@ -847,10 +1037,31 @@ async fn cli_and_admin_endpoint_logout_behave_the_same() {
         let sid = sid_of(&jwks, a.id_token());
         let got_a = apps.ra.wait_accepted(round + 1, || {}).await;
         let got_b = apps.rb.wait_accepted(round + 1, || {}).await;
-        check_logout_request(&jwks, &got_a[round], &Expect { issuer: &issuer, client: "app-a", sub: &sub, sid: Sid::Is(&sid) });
-        check_logout_request(&jwks, &got_b[round], &Expect { issuer: &issuer, client: "app-b", sub: &sub, sid: Sid::Absent });
+        check_logout_request(
+            &jwks,
+            &got_a[round],
+            &Expect {
+                issuer: &issuer,
+                client: "app-a",
+                sub: &sub,
+                sid: Sid::Is(&sid),
+            },
+        );
+        check_logout_request(
+            &jwks,
+            &got_b[round],
+            &Expect {
+                issuer: &issuer,
+                client: "app-b",
+                sub: &sub,
+                sid: Sid::Absent,
+            },
+        );
     }
-    assert_eq!(summaries[0], summaries[1], "CLI and endpoint report the same");
+    assert_eq!(
+        summaries[0], summaries[1],
+        "CLI and endpoint report the same"
+    );
     assert_eq!(summaries[1], summaries[2]);
     assert_eq!(
         summaries[0],
@@ -875,7 +1086,9 @@ async fn cli_and_admin_endpoint_logout_behave_the_same() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     let err = server
-        .admin(Command::UserLogout { user: "nobody".into() })
+        .admin(Command::UserLogout {
+            user: "nobody".into(),
+        })
         .await;
     assert!(err.is_err());
 }
@@ -955,9 +1168,17 @@ async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
     let (code, out) = run_cli(
         &config,
         &[
-            "client", "add", "--id", "app-k", "--secret", "app-k-secret-0123456789",
-            "--first-party", "--redirect-uri", "https://app-k.example/cb",
-            "--backchannel-logout-uri", &backchannel,
+            "client",
+            "add",
+            "--id",
+            "app-k",
+            "--secret",
+            "app-k-secret-0123456789",
+            "--first-party",
+            "--redirect-uri",
+            "https://app-k.example/cb",
+            "--backchannel-logout-uri",
+            &backchannel,
             "--backchannel-logout-session-required",
         ],
     );
@@ -977,7 +1198,10 @@ async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
     let base = format!("https://localhost:{port}");
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let cert = process.dir.path().join("data/tls-cert.pem");
-    let browser = client_builder(&cert, addr).cookie_store(true).build().unwrap();
+    let browser = client_builder(&cert, addr)
+        .cookie_store(true)
+        .build()
+        .unwrap();
     let http = client_builder(&cert, addr).build().unwrap();
     let (verifier, challenge) = pkce();
     let mut auth = url::Url::parse(&format!("{base}/authorize")).unwrap();
@@ -989,14 +1213,26 @@ async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
         ("code_challenge", challenge.as_str()),
         ("code_challenge_method", "S256"),
     ]);
-    let page = browser.get(auth.as_str()).send().await.unwrap().text().await.unwrap();
+    let page = browser
+        .get(auth.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let form = [
         ("auth_request", hidden_field(&page, "auth_request").unwrap()),
         ("csrf", hidden_field(&page, "csrf").unwrap()),
         ("username", "alice".to_string()),
         ("password", PASSWORD.to_string()),
     ];
-    let resp = browser.post(format!("{base}/login")).form(&form).send().await.unwrap();
+    let resp = browser
+        .post(format!("{base}/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 302);
     let code = query_param(&location(&resp), "code").expect("code");
     let tokens: Value = http
@@ -1014,8 +1250,18 @@ async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
         .json()
         .await
         .unwrap();
-    let refresh_token = tokens["refresh_token"].as_str().expect("refresh token").to_string();
-    let jwks: Value = http.get(format!("{base}/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let refresh_token = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_string();
+    let jwks: Value = http
+        .get(format!("{base}/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let sid = sid_of(&jwks, tokens["id_token"].as_str().unwrap());
 
     // The real CLI, through the running server's admin socket.
@@ -1043,19 +1289,30 @@ async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
     check_logout_request(
         &jwks,
         &got[0],
-        &Expect { issuer: &base, client: "app-k", sub: &sub, sid: Sid::Is(&sid) },
+        &Expect {
+            issuer: &base,
+            client: "app-k",
+            sub: &sub,
+            sid: Sid::Is(&sid),
+        },
     );
     // The logout itself survived the kill: the refresh token is dead, the access token
     // too.
     let resp = http
         .post(format!("{base}/api/token"))
         .basic_auth("app-k", Some("app-k-secret-0123456789"))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token.as_str())])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.as_str()),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
     let resp = http
         .get(format!("{base}/api/userinfo"))
         .bearer_auth(tokens["access_token"].as_str().unwrap())
@@ -1094,22 +1351,47 @@ async fn a_cross_site_post_without_cookies_asks_instead_of_claiming_success() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200, "not a redirect back to the RP: {}", location(&resp));
+    assert_eq!(
+        resp.status(),
+        200,
+        "not a redirect back to the RP: {}",
+        location(&resp)
+    );
     assert!(resp.headers().get("location").is_none());
     let cookies = set_cookies(&resp);
     let html = resp.text().await.unwrap();
-    assert_eq!(hidden_field(&html, "confirm").as_deref(), Some("yes"), "{html}");
+    assert_eq!(
+        hidden_field(&html, "confirm").as_deref(),
+        Some("yes"),
+        "{html}"
+    );
     assert_alive(&server, &a).await;
     // The browser keeps the csrf cookie the page set, then confirms same-site.
     let base = url::Url::parse(&server.base).unwrap();
     for c in &cookies {
         jar.add_cookie_str(c, &base);
     }
-    let form: Vec<(&str, String)> = ["csrf", "confirm", "client_id", "post_logout_redirect_uri", "state"]
-        .into_iter()
-        .map(|k| (k, hidden_field(&html, k).unwrap_or_else(|| panic!("field {k}: {html}"))))
-        .collect();
-    let resp = browser.post(server.url("/api/logout")).form(&form).send().await.unwrap();
+    let form: Vec<(&str, String)> = [
+        "csrf",
+        "confirm",
+        "client_id",
+        "post_logout_redirect_uri",
+        "state",
+    ]
+    .into_iter()
+    .map(|k| {
+        (
+            k,
+            hidden_field(&html, k).unwrap_or_else(|| panic!("field {k}: {html}")),
+        )
+    })
+    .collect();
+    let resp = browser
+        .post(server.url("/api/logout"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 302);
     let loc = location(&resp);
     assert!(loc.starts_with("https://app-a.example/bye"), "{loc}");
@@ -1135,7 +1417,8 @@ async fn a_cross_site_post_without_cookies_asks_instead_of_claiming_success() {
 /// `Set-Cookie` without it would leave the domain cookie in place).
 #[tokio::test]
 async fn the_session_cookie_is_cleared_on_the_configured_domain() {
-    let server = TestServer::start_with(|c| c.session.cookie_domain = Some("localhost".into())).await;
+    let server =
+        TestServer::start_with(|c| c.session.cookie_domain = Some("localhost".into())).await;
     let apps = two_apps(&server).await;
     server.add_user("alice", PASSWORD, &[]).await;
     let browser = server.browser();
@@ -1148,9 +1431,9 @@ async fn the_session_cookie_is_cleared_on_the_configured_domain() {
     assert_eq!(resp.status(), 200);
     let cookies = set_cookies(&resp);
     assert!(
-        cookies
-            .iter()
-            .any(|c| c.starts_with("mgpass_session=;") && c.contains("Max-Age=0") && c.contains("Domain=localhost")),
+        cookies.iter().any(|c| c.starts_with("mgpass_session=;")
+            && c.contains("Max-Age=0")
+            && c.contains("Domain=localhost")),
         "{cookies:?}"
     );
     assert_browser_signed_out(&server, &browser, &apps.b).await;

@@ -692,11 +692,15 @@ pub fn verify_with_jwks(jwks: &Value, token: &str) -> (serde_json::Map<String, V
     let jwk = josekit::jwk::Jwk::from_map(key.as_object().unwrap().clone()).expect("jwk");
     let (payload, header) = match alg.as_str() {
         "ES256" => {
-            let v = josekit::jws::ES256.verifier_from_jwk(&jwk).expect("verifier");
+            let v = josekit::jws::ES256
+                .verifier_from_jwk(&jwk)
+                .expect("verifier");
             josekit::jws::deserialize_compact(token, &v)
         }
         "RS256" => {
-            let v = josekit::jws::RS256.verifier_from_jwk(&jwk).expect("verifier");
+            let v = josekit::jws::RS256
+                .verifier_from_jwk(&jwk)
+                .expect("verifier");
             josekit::jws::deserialize_compact(token, &v)
         }
         other => panic!("unexpected alg {other}"),
