@@ -169,10 +169,12 @@ pub async fn end_session(app: &App, req: &Req) -> Result<Resp, Error> {
         return Ok(resp);
     }
     let mut resp = match post_logout {
-        Some(uri) => {
-            let params: Vec<(&str, &str)> = state.map(|s| ("state", s)).into_iter().collect();
-            redirect(&uri.with_query(&params))?
-        }
+        // Without `state`, the registered URI exactly (`with_query(&[])` would add a
+        // bare `?`).
+        Some(uri) => match state {
+            Some(s) => redirect(&uri.with_query(&[("state", s)]))?,
+            None => redirect(uri.as_str())?,
+        },
         None => html_response(
             StatusCode::OK,
             pages::render(&MessagePage {
