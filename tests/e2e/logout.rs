@@ -1157,6 +1157,42 @@ fn spawn_process() -> ServerProcess {
     p
 }
 
+/// Signs alice in to `app-k` on a server process through the login form; returns the
+/// PKCE verifier and the response to the form POST.
+async fn process_login(browser: &reqwest::Client, base: &str) -> (String, reqwest::Response) {
+    let (verifier, challenge) = pkce();
+    let mut auth = url::Url::parse(&format!("{base}/authorize")).unwrap();
+    auth.query_pairs_mut().extend_pairs([
+        ("client_id", "app-k"),
+        ("redirect_uri", "https://app-k.example/cb"),
+        ("response_type", "code"),
+        ("scope", "openid"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]);
+    let page = browser
+        .get(auth.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("auth_request", hidden_field(&page, "auth_request").unwrap()),
+        ("csrf", hidden_field(&page, "csrf").unwrap()),
+        ("username", "alice".to_string()),
+        ("password", PASSWORD.to_string()),
+    ];
+    let resp = browser
+        .post(format!("{base}/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    (verifier, resp)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
     let receiver = Receiver::start().await;
@@ -1202,36 +1238,7 @@ async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
         .build()
         .unwrap();
     let http = client_builder(&cert, addr).build().unwrap();
-    let (verifier, challenge) = pkce();
-    let mut auth = url::Url::parse(&format!("{base}/authorize")).unwrap();
-    auth.query_pairs_mut().extend_pairs([
-        ("client_id", "app-k"),
-        ("redirect_uri", "https://app-k.example/cb"),
-        ("response_type", "code"),
-        ("scope", "openid"),
-        ("code_challenge", challenge.as_str()),
-        ("code_challenge_method", "S256"),
-    ]);
-    let page = browser
-        .get(auth.as_str())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let form = [
-        ("auth_request", hidden_field(&page, "auth_request").unwrap()),
-        ("csrf", hidden_field(&page, "csrf").unwrap()),
-        ("username", "alice".to_string()),
-        ("password", PASSWORD.to_string()),
-    ];
-    let resp = browser
-        .post(format!("{base}/login"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let (verifier, resp) = process_login(&browser, &base).await;
     assert_eq!(resp.status(), 302);
     let code = query_param(&location(&resp), "code").expect("code");
     let tokens: Value = http
@@ -1322,6 +1329,37 @@ async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
     // Delivered once: no more attempts after success.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(receiver.accepted().len(), 1);
+
+    // The CLI with the server stopped writes the same durable outbox; the next start
+    // delivers it.
+    let browser = client_builder(&cert, addr)
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let (_, resp) = process_login(&browser, &base).await;
+    assert_eq!(resp.status(), 302);
+    assert_eq!(process.terminate(), Some(0));
+    let (code, out) = run_cli(&config, &["user", "logout", "alice"]);
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["logout"]["sessions_ended"], 1);
+    assert_eq!(v["logout"]["backchannel_queued"], 1);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(receiver.accepted().len(), 1, "no server, no delivery");
+    process.child = spawn_serve(&config);
+    process.wait_ready();
+    let got = receiver.wait_accepted(2, || {}).await;
+    let claims = check_logout_request(
+        &jwks,
+        &got[1],
+        &Expect {
+            issuer: &base,
+            client: "app-k",
+            sub: &sub,
+            sid: Sid::Any,
+        },
+    );
+    assert_ne!(claims["sid"], sid.as_str(), "the second session's sid");
     assert_eq!(process.terminate(), Some(0));
 }
 
