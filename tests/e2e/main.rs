@@ -4,6 +4,7 @@
 mod browser;
 mod foundation;
 mod login;
+mod logout;
 mod metrics;
 mod partner;
 mod support;
