@@ -9,3 +9,4 @@ pub mod config;
 pub mod crypto;
 pub mod store;
 pub mod types;
+pub mod plugin;

@@ -8,12 +8,14 @@
 mod clients;
 mod grants;
 mod outbox;
+mod plugin_data;
 mod sessions;
 mod users;
 
 pub use clients::*;
 pub use grants::*;
 pub use outbox::*;
+pub use plugin_data::*;
 pub use sessions::*;
 pub use users::*;
 
