@@ -32,7 +32,14 @@ fn main() {
 fn run() -> Result<(), String> {
     let root = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
     let plugins = root.join("plugins");
-    for watched in ["Cargo.toml", "Cargo.lock", "wit", "sdk", "examples", "tests"] {
+    for watched in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "wit",
+        "sdk",
+        "examples",
+        "tests",
+    ] {
         println!("cargo:rerun-if-changed=plugins/{watched}");
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -88,7 +95,9 @@ fn ensure_wasm_target(root: &Path) -> Result<(), String> {
     if installed.lines().any(|l| l.trim() == WASM_TARGET) {
         return Ok(());
     }
-    println!("cargo:warning=installing the {WASM_TARGET} target for the plugin guests (rustup target add)");
+    println!(
+        "cargo:warning=installing the {WASM_TARGET} target for the plugin guests (rustup target add)"
+    );
     let status = Command::new("rustup")
         .current_dir(root)
         .args(["target", "add", WASM_TARGET])

@@ -7,6 +7,6 @@
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod plugin;
 pub mod store;
 pub mod types;
-pub mod plugin;

@@ -56,7 +56,10 @@ impl Inner {
 
     /// Swaps in a new set of plugins; calls holding the old one finish on it.
     pub fn install(&self, registry: Registry) {
-        *self.registry.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(registry);
+        *self
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(registry);
     }
 
     /// Runs `invoke` against `plugin` until it commits, fails, or runs out of reruns.
@@ -108,8 +111,16 @@ impl Inner {
         };
         for run in 1..=runs {
             let last = run == runs && run > 1;
-            let _shared = (!last).then(|| self.commit_gate.read().unwrap_or_else(PoisonError::into_inner));
-            let _alone = last.then(|| self.commit_gate.write().unwrap_or_else(PoisonError::into_inner));
+            let _shared = (!last).then(|| {
+                self.commit_gate
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+            });
+            let _alone = last.then(|| {
+                self.commit_gate
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+            });
 
             let state = CallState::new(
                 plugin.meta.clone(),
@@ -137,9 +148,15 @@ impl Inner {
                         return Err(failed(CallFailure::InvalidOutput(reason)));
                     }
                     if writes.is_empty() && extra.is_none() {
-                        return Ok(Output { value, wrote: false });
+                        return Ok(Output {
+                            value,
+                            wrote: false,
+                        });
                     }
-                    match self.store.commit_plugin_call(name, &reads, &writes, &value, extra)? {
+                    match self
+                        .store
+                        .commit_plugin_call(name, &reads, &writes, &value, extra)?
+                    {
                         PluginCommit::Applied => return Ok(Output { value, wrote: true }),
                         PluginCommit::Conflict => continue,
                     }
@@ -185,7 +202,13 @@ impl Inner {
             let outcome = EventOutcome { points_awarded: 0 };
             if let Some(record) = record {
                 let nothing = (PluginReads::default(), PluginWrites::default());
-                self.store.commit_plugin_call("", &nothing.0, &nothing.1, &outcome, Some(record))?;
+                self.store.commit_plugin_call(
+                    "",
+                    &nothing.0,
+                    &nothing.1,
+                    &outcome,
+                    Some(record),
+                )?;
             }
             return Ok(Output {
                 value: outcome,
@@ -236,7 +259,10 @@ impl Inner {
                 claims.push((name, value));
             }
         }
-        Ok(Output { value: claims, wrote })
+        Ok(Output {
+            value: claims,
+            wrote,
+        })
     }
 
     pub fn authorize_login(
@@ -261,7 +287,10 @@ impl Inner {
             )?;
             wrote |= out.wrote;
             if let LoginDecision::Deny(_) = out.value {
-                return Ok(Output { value: out.value, wrote });
+                return Ok(Output {
+                    value: out.value,
+                    wrote,
+                });
             }
         }
         Ok(Output {

@@ -53,7 +53,12 @@ pub struct CallState {
 }
 
 impl CallState {
-    pub fn new(meta: Arc<PluginMeta>, store: Store, clock: SharedClock, memory_bytes: usize) -> CallState {
+    pub fn new(
+        meta: Arc<PluginMeta>,
+        store: Store,
+        clock: SharedClock,
+        memory_bytes: usize,
+    ) -> CallState {
         CallState {
             meta,
             store,
@@ -95,7 +100,10 @@ impl CallState {
 
     fn check_len(&mut self, what: &str, s: &str, max: usize) -> wasmtime::Result<()> {
         if s.len() > max {
-            return self.fail(format!("{what} is {} bytes, over the {max}-byte cap", s.len()));
+            return self.fail(format!(
+                "{what} is {} bytes, over the {max}-byte cap",
+                s.len()
+            ));
         }
         Ok(())
     }
@@ -137,14 +145,24 @@ impl CallState {
     }
 
     /// Appends an entry of `points` (signed) to the user's ledger, in this call.
-    fn append(&mut self, user: String, points: i64, meta: EntryMeta) -> wasmtime::Result<Result<WitEntry, LedgerError>> {
+    fn append(
+        &mut self,
+        user: String,
+        points: i64,
+        meta: EntryMeta,
+    ) -> wasmtime::Result<Result<WitEntry, LedgerError>> {
         if points == 0 || points.abs() > MAX_POINTS {
             return Ok(Err(LedgerError::InvalidAmount(points.abs())));
         }
         if !self.user_exists(&user)? {
             return Ok(Err(LedgerError::UnknownUser(user)));
         }
-        for (what, field) in [("partner", &meta.partner), ("event type", &meta.event_type), ("reference", &meta.reference), ("note", &meta.note)] {
+        for (what, field) in [
+            ("partner", &meta.partner),
+            ("event type", &meta.event_type),
+            ("reference", &meta.reference),
+            ("note", &meta.note),
+        ] {
             if let Some(s) = field {
                 self.check_len(what, s, MAX_KEY_BYTES)?;
             }
@@ -228,7 +246,12 @@ struct CallLimiter {
 }
 
 impl ResourceLimiter for CallLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let result = self.inner.memory_growing(current, desired, maximum);
         if !matches!(result, Ok(true)) {
             self.memory_denied = true;
@@ -236,7 +259,12 @@ impl ResourceLimiter for CallLimiter {
         result
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.inner.table_growing(current, desired, maximum)
     }
 
@@ -298,7 +326,12 @@ impl host::Host for CallState {
         }
     }
 
-    fn emit_webhook(&mut self, partner_id: String, event_type: String, payload_json: String) -> wasmtime::Result<Result<(), String>> {
+    fn emit_webhook(
+        &mut self,
+        partner_id: String,
+        event_type: String,
+        payload_json: String,
+    ) -> wasmtime::Result<Result<(), String>> {
         self.check_len("partner id", &partner_id, MAX_KEY_BYTES)?;
         self.check_len("event type", &event_type, MAX_KEY_BYTES)?;
         self.check_len("webhook payload", &payload_json, MAX_VALUE_BYTES)?;
@@ -359,7 +392,11 @@ impl kv::Host for CallState {
         Ok(())
     }
 
-    fn scan_prefix(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Vec<(String, String)>> {
+    fn scan_prefix(
+        &mut self,
+        prefix: String,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<(String, String)>> {
         self.check_len("prefix", &prefix, MAX_KEY_BYTES)?;
         let limit = limit.min(MAX_SCAN) as usize;
         let name = self.meta.name.clone();
@@ -406,14 +443,24 @@ impl kv::Host for CallState {
 }
 
 impl ledger::Host for CallState {
-    fn credit(&mut self, user: String, points: i64, meta: EntryMeta) -> wasmtime::Result<Result<WitEntry, LedgerError>> {
+    fn credit(
+        &mut self,
+        user: String,
+        points: i64,
+        meta: EntryMeta,
+    ) -> wasmtime::Result<Result<WitEntry, LedgerError>> {
         if points <= 0 {
             return Ok(Err(LedgerError::InvalidAmount(points)));
         }
         self.append(user, points, meta)
     }
 
-    fn debit(&mut self, user: String, points: i64, meta: EntryMeta) -> wasmtime::Result<Result<WitEntry, LedgerError>> {
+    fn debit(
+        &mut self,
+        user: String,
+        points: i64,
+        meta: EntryMeta,
+    ) -> wasmtime::Result<Result<WitEntry, LedgerError>> {
         if points <= 0 {
             return Ok(Err(LedgerError::InvalidAmount(points)));
         }
@@ -425,12 +472,22 @@ impl ledger::Host for CallState {
         Ok(self.balance_of(&user)?.points)
     }
 
-    fn history(&mut self, user: String, cursor: Option<u64>, limit: u32) -> wasmtime::Result<HistoryPage> {
+    fn history(
+        &mut self,
+        user: String,
+        cursor: Option<u64>,
+        limit: u32,
+    ) -> wasmtime::Result<HistoryPage> {
         self.check_len("user", &user, MAX_KEY_BYTES)?;
         let limit = limit.clamp(1, MAX_HISTORY) as usize;
         let current = self.balance_of(&user)?;
         // Entries this call wrote are newer than everything in the store it saw.
-        let stored_seq = self.reads.balances.get(&user).copied().unwrap_or(current.seq);
+        let stored_seq = self
+            .reads
+            .balances
+            .get(&user)
+            .copied()
+            .unwrap_or(current.seq);
         let top = cursor.unwrap_or(current.seq + 1);
         let mut entries: Vec<WitEntry> = self
             .writes
@@ -443,7 +500,10 @@ impl ledger::Host for CallState {
             .collect();
         if entries.len() < limit {
             let before = top.min(stored_seq + 1);
-            match self.store.ledger_entries(&user, Some(before), limit - entries.len()) {
+            match self
+                .store
+                .ledger_entries(&user, Some(before), limit - entries.len())
+            {
                 Ok(older) => entries.extend(older.iter().map(to_wit)),
                 Err(e) => return self.store_failed(e),
             }
@@ -452,6 +512,9 @@ impl ledger::Host for CallState {
             Some(last) if entries.len() == limit && last.seq > 1 => Some(last.seq),
             _ => None,
         };
-        Ok(HistoryPage { entries, next_cursor })
+        Ok(HistoryPage {
+            entries,
+            next_cursor,
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! wall-clock time into interruption deadlines.
 
 use super::PluginError;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub struct HostOptions {
     pub max_request_bytes: usize,
     /// Cap on a response body, claims set or other output a plugin returns.
     pub max_response_bytes: usize,
+    /// Where compiled plugins are cached; `data_dir/plugin-cache` when None.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for HostOptions {
@@ -43,6 +46,7 @@ impl Default for HostOptions {
             max_reruns: 5,
             max_request_bytes: 1 << 20,
             max_response_bytes: 1 << 20,
+            cache_dir: None,
         }
     }
 }

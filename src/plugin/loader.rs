@@ -20,7 +20,7 @@ pub fn compile(
     engine: &Engine,
     name: &str,
     bytes: &[u8],
-    cache_dir: Option<&Path>,
+    cache_dir: &Path,
 ) -> Result<Component, PluginError> {
     let fail = |reason: String| PluginError::Load {
         plugin: name.to_string(),
@@ -32,15 +32,13 @@ pub fn compile(
             bytes.len()
         )));
     }
-    let cached = cache_dir.map(|dir| dir.join(cache_file_name(engine, bytes)));
-    let component = match cached.as_deref().and_then(|path| load_cached(engine, path)) {
+    let cached = cache_dir.join(cache_file_name(engine, bytes));
+    let component = match load_cached(engine, &cached) {
         Some(component) => component,
         None => {
-            let component =
-                Component::new(engine, bytes).map_err(|e| fail(format!("not a valid component: {e:#}")))?;
-            if let Some(path) = &cached {
-                store_cached(&component, path);
-            }
+            let component = Component::new(engine, bytes)
+                .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
+            store_cached(&component, &cached);
             component
         }
     };
@@ -79,7 +77,10 @@ fn check_interface(engine: &Engine, component: &Component) -> Result<(), String>
 
 /// The version of a `mgpass:plugin/…@X.Y.Z` name, None for any other name.
 fn our_version(name: &str) -> Result<Option<&str>, String> {
-    let Some(rest) = name.strip_prefix(INTERFACE_PACKAGE).and_then(|r| r.strip_prefix('/')) else {
+    let Some(rest) = name
+        .strip_prefix(INTERFACE_PACKAGE)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
         return Ok(None);
     };
     match rest.split_once('@') {
@@ -112,7 +113,11 @@ fn compatible(plugin: &str, host: &str) -> bool {
     let (Some(p), Some(h)) = (parse(plugin), parse(host)) else {
         return false;
     };
-    let same_line = if h.0 == 0 { p.0 == 0 && p.1 == h.1 } else { p.0 == h.0 };
+    let same_line = if h.0 == 0 {
+        p.0 == 0 && p.1 == h.1
+    } else {
+        p.0 == h.0
+    };
     same_line && p <= h
 }
 
@@ -120,7 +125,9 @@ fn compatible(plugin: &str, host: &str) -> bool {
 /// and every setting that changes generated code).
 fn cache_file_name(engine: &Engine, bytes: &[u8]) -> String {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
     format!(
         "{}-{:016x}.cwasm",
         crate::crypto::sha256_hex(bytes),
@@ -144,14 +151,20 @@ fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
 
 /// Best effort: a cache that cannot be written only costs a recompile next start.
 fn store_cached(component: &Component, path: &Path) {
-    let result = component.serialize().map_err(|e| format!("{e:#}")).and_then(|bytes| {
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(PathBuf::new);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        // Write then rename, so a concurrent reader never sees half a file.
-        let tmp = dir.join(format!(".{}.tmp", crate::crypto::random_id("c")));
-        std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, path).map_err(|e| e.to_string())
-    });
+    let result = component
+        .serialize()
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|bytes| {
+            let dir = path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(PathBuf::new);
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            // Write then rename, so a concurrent reader never sees half a file.
+            let tmp = dir.join(format!(".{}.tmp", crate::crypto::random_id("c")));
+            std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+        });
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
     }

@@ -40,8 +40,23 @@ use tokio::sync::Semaphore;
 
 /// Claims the token endpoint sets; a plugin may never override them.
 pub const REGISTERED_CLAIMS: &[&str] = &[
-    "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "nonce", "auth_time", "sid", "at_hash", "azp",
-    "scope", "client_id", "acr", "amr", "typ",
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "nonce",
+    "auth_time",
+    "sid",
+    "at_hash",
+    "azp",
+    "scope",
+    "client_id",
+    "acr",
+    "amr",
+    "typ",
 ];
 
 /// Why a plugin call did not produce a result.
@@ -136,7 +151,11 @@ pub struct PluginHost {
 impl PluginHost {
     /// Loads the built-in plugins and `config.plugins_dir/*.wasm` with default options.
     /// A plugin that fails to load is reported (see [`PluginHost::list`]) and skipped.
-    pub fn load(config: &Config, store: Store, clock: SharedClock) -> Result<PluginHost, PluginError> {
+    pub fn load(
+        config: &Config,
+        store: Store,
+        clock: SharedClock,
+    ) -> Result<PluginHost, PluginError> {
         PluginHost::load_with(config, store, clock, HostOptions::default())
     }
 
@@ -155,7 +174,10 @@ impl PluginHost {
             clock,
             in_flight: Arc::new(Semaphore::new(options.max_in_flight as usize)),
             commit_gate: RwLock::new(()),
-            cache_dir: config.data_dir.join("plugin-cache"),
+            cache_dir: options
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("plugin-cache")),
             registry: RwLock::new(Arc::new(Registry::default())),
             reloading: std::sync::Mutex::new(()),
             options,
@@ -237,8 +259,10 @@ impl PluginHost {
             });
         }
         let plugin = self.inner.registry().partner_event_handler();
-        self.run(move |inner| inner.on_partner_event(plugin.as_ref(), &event, &partner, record.as_ref()))
-            .await
+        self.run(move |inner| {
+            inner.on_partner_event(plugin.as_ref(), &event, &partner, record.as_ref())
+        })
+        .await
     }
 
     /// Extra claims from every plugin that registered for them, for a token issued to
@@ -276,7 +300,7 @@ impl PluginHost {
             .await
     }
 
-    /// Runs `f` on the blocking pool once a call slot is free, then makes its writes
+    /// Runs `f` on the blocking pool once a call slot is free and makes its writes
     /// durable before returning.
     async fn run<R: Send + 'static>(
         &self,
@@ -292,14 +316,19 @@ impl PluginHost {
         let inner = self.inner.clone();
         let output = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            f(&inner)
+            let output = f(&inner)?;
+            // A blocking flush on this thread rather than `flush_async`: concurrent
+            // `flush_async` calls alongside transactions deadlock sled 0.34 (its
+            // issue #1308: they fill sled's own thread pool), seen in the
+            // concurrent-debit test. fsyncs still batch across threads.
+            if output.wrote {
+                inner.store.flush_blocking()?;
+            }
+            Ok::<_, PluginError>(output.value)
         })
         .await
         .map_err(|e| PluginError::Engine(format!("plugin call panicked: {e}")))??;
-        if output.wrote {
-            self.inner.store.flush().await?;
-        }
-        Ok(output.value)
+        Ok(output)
     }
 }
 

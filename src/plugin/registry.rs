@@ -102,7 +102,14 @@ impl Registry {
                     PluginState::Failed(e.to_string())
                 }
             };
-            registry.others.insert(name.clone(), PluginStatus { name, source, state });
+            registry.others.insert(
+                name.clone(),
+                PluginStatus {
+                    name,
+                    source,
+                    state,
+                },
+            );
         }
         for name in config.plugins.keys() {
             if !registry.plugins.contains_key(name) && !registry.others.contains_key(name) {
@@ -133,7 +140,7 @@ impl Registry {
             return Ok(None);
         }
         let bytes = candidate.bytes.map_err(&fail)?;
-        let component = loader::compile(&inner.engine, &name, &bytes, Some(&inner.cache_dir))?;
+        let component = loader::compile(&inner.engine, &name, &bytes, &inner.cache_dir)?;
         let pre = inner
             .linker
             .instantiate_pre(&component)
@@ -247,7 +254,13 @@ impl Registry {
             .filter_map(|r| {
                 let params = match_path(&r.pattern, path)?;
                 let literals = r.pattern.split('/').count() - params.len();
-                Some((literals, RouteMatch { params, ..r.clone() }))
+                Some((
+                    literals,
+                    RouteMatch {
+                        params,
+                        ..r.clone()
+                    },
+                ))
             })
             .max_by_key(|(literals, _)| *literals)
             .map(|(_, r)| r)
@@ -330,7 +343,10 @@ fn check_registration(r: &Registration) -> Result<(), String> {
     for route in &r.routes {
         let method = route.method.to_ascii_uppercase();
         if !METHODS.contains(&method.as_str()) {
-            return Err(format!("route method {:?} is not one of {METHODS:?}", route.method));
+            return Err(format!(
+                "route method {:?} is not one of {METHODS:?}",
+                route.method
+            ));
         }
         let path = &route.path;
         let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -340,8 +356,7 @@ fn check_registration(r: &Registration) -> Result<(), String> {
             && segments.iter().all(|s| {
                 let param = s.len() > 2 && s.starts_with('{') && s.ends_with('}');
                 let literal = !s.is_empty()
-                    && s
-                        .bytes()
+                    && s.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
                 param || literal
             });
@@ -358,7 +373,13 @@ fn check_registration(r: &Registration) -> Result<(), String> {
 fn same_shape(a: &str, b: &str) -> bool {
     let shape = |p: &str| -> Vec<String> {
         p.split('/')
-            .map(|s| if s.starts_with('{') { "{}".into() } else { s.to_string() })
+            .map(|s| {
+                if s.starts_with('{') {
+                    "{}".into()
+                } else {
+                    s.to_string()
+                }
+            })
             .collect()
     };
     shape(a) == shape(b)

@@ -6,7 +6,7 @@
 //! it read has changed (optimistic concurrency: on conflict the caller reruns the call).
 
 use super::outbox::{OutboxItem, enqueue_in};
-use super::{Store, StoreError, Txn, TxResult, decode};
+use super::{Store, StoreError, TxResult, Txn, decode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
