@@ -1,7 +1,7 @@
 //! Authorization codes, refresh-token families, consent grants and revoked access tokens.
 
 use super::sessions::{digest_for_sid, index_key, touch_in, user_index};
-use super::{Session, Store, StoreError, TxResult, Txn};
+use super::{Session, Store, StoreError, Txn, TxResult};
 use crate::types::{ClientId, RedirectUri, Scopes, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -222,10 +222,7 @@ impl Store {
                         grace_used: false,
                     };
                 }
-                RefreshState::Rotated {
-                    at,
-                    grace_used: false,
-                } if now - at <= grace_secs => {
+                RefreshState::Rotated { at, grace_used: false } if now - at <= grace_secs => {
                     // A concurrent request already rotated this token; its successor
                     // stops being live so the family keeps exactly one live token.
                     old.state = RefreshState::Rotated {

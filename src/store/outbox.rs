@@ -1,7 +1,7 @@
 //! The durable outbox: notifications written in the same transaction as the change they
 //! announce, delivered by a worker, removed only once delivered or given up.
 
-use super::{Store, StoreError, TxResult, Txn};
+use super::{Store, StoreError, Txn, TxResult};
 use crate::types::{ClientId, UserId};
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! Browser sessions, the per-user index that lets one transaction end them all, and the
 //! logout routine's storage half.
 
-use super::{OutboxItem, OutboxKind, Store, StoreError, TxResult, Txn};
+use super::{OutboxItem, OutboxKind, Store, StoreError, Txn, TxResult};
 use crate::types::{ClientId, UserId};
 use serde::{Deserialize, Serialize};
 

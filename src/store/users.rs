@@ -1,6 +1,6 @@
 //! User accounts, looked up by id, username or email (case-insensitively).
 
-use super::{Store, StoreError, TxResult, Txn};
+use super::{Store, StoreError, Txn, TxResult};
 use crate::types::UserId;
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +72,11 @@ impl Store {
     }
 
     /// Applies `change` to the stored user atomically and returns the result.
-    pub fn update_user(&self, id: &UserId, change: impl Fn(&mut User)) -> Result<User, StoreError> {
+    pub fn update_user(
+        &self,
+        id: &UserId,
+        change: impl Fn(&mut User),
+    ) -> Result<User, StoreError> {
         self.transact(|tx| {
             let mut user = load(tx, id)?;
             change(&mut user);
