@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod partner;
 pub mod server;
 pub mod session;
+pub mod plugin;
 pub mod store;
 pub mod types;
 pub mod webhook;

@@ -9,6 +9,7 @@ mod clients;
 mod grants;
 mod outbox;
 mod partners;
+mod plugin_data;
 mod sessions;
 mod users;
 
@@ -16,6 +17,7 @@ pub use clients::*;
 pub use grants::*;
 pub use outbox::*;
 pub use partners::*;
+pub use plugin_data::*;
 pub use sessions::*;
 pub use users::*;
 

@@ -14,6 +14,7 @@ pub enum OutboxKind {
         sub: UserId,
         sid: Option<String>,
     },
+    /// A partner webhook a plugin emitted, queued in the same commit as its writes.
     Webhook {
         partner_id: String,
         event_type: String,
