@@ -211,7 +211,8 @@ async fn proceed(
             || (!request.prompt.login
                 && request
                     .max_age
-                    .is_none_or(|max| now - s.session.auth_time <= max))
+                    // OIDC Core §3.1.2.1: max_age=0 is prompt=login.
+                    .is_none_or(|max| max > 0 && now - s.session.auth_time <= max))
     });
     let Some(current) = usable else {
         if request.prompt.none {
