@@ -1574,3 +1574,36 @@ async fn login_post_without_the_csrf_cookie_is_refused() {
     let resp = post_login_form(&browser, &server, &html, "alice", PW, false).await;
     code_from(&resp, &spec);
 }
+
+#[tokio::test]
+async fn remembered_cookie_slides_with_the_session() {
+    let (server, spec, _, _) = setup().await;
+    for remember in [true, false] {
+        let browser = server.browser();
+        let (url, _) = auth_request(&server, &spec, "openid", &[]);
+        let resp = submit_login(&browser, &server, &url, "alice", PW, remember).await;
+        let login_cookie = set_cookies(&resp, "mgpass_session").remove(0);
+        let value = login_cookie.split(';').next().unwrap().to_string();
+        code_from(&resp, &spec);
+        server.clock.advance_secs(29 * DAY);
+        let (url, _) = auth_request(&server, &spec, "openid", &[]);
+        let resp = browser.get(&url).send().await.unwrap();
+        code_from(&resp, &spec);
+        let renewed = set_cookies(&resp, "mgpass_session");
+        if remember {
+            // The browser must keep the cookie as long as the server keeps the session.
+            assert_eq!(renewed.len(), 1, "Max-Age renewed on the SSO check");
+            assert!(renewed[0].starts_with(&format!("{value};")), "same session");
+            let attrs = cookie_attributes(&renewed[0]);
+            assert!(attrs.iter().any(|a| a == "Max-Age=2592000"), "{attrs:?}");
+            for wanted in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+                assert!(attrs.iter().any(|a| a == wanted), "{wanted} in {attrs:?}");
+            }
+        } else {
+            assert!(
+                renewed.is_empty(),
+                "a browser-session cookie is left alone: {renewed:?}"
+            );
+        }
+    }
+}
