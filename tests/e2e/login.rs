@@ -1607,3 +1607,55 @@ async fn remembered_cookie_slides_with_the_session() {
         }
     }
 }
+
+#[tokio::test]
+async fn secrets_are_stored_only_as_digests() {
+    let (mut server, spec, secret, _) = setup().await;
+    let browser = server.browser();
+    let (url, verifier) = auth_request(&server, &spec, "openid", &[]);
+    let resp = submit_login(&browser, &server, &url, "alice", PW, true).await;
+    let cookie = set_cookies(&resp, "mgpass_session").remove(0);
+    let cookie = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("mgpass_session=")
+        .to_string();
+    let code = code_from(&resp, &spec);
+    let tokens = exchange(&server, &spec, Some(&secret), &code, &verifier).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let rotated: Value = refresh_grant(&server, &spec, Some(&secret), &refresh, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rotated = rotated["refresh_token"].as_str().unwrap().to_string();
+    server.stop().await;
+    let mut files = vec![server.dir.path().join("data")];
+    let mut contents = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            contents.push((path, bytes));
+        }
+    }
+    assert!(!contents.is_empty());
+    for (name, needle) in [
+        ("code", code.as_str()),
+        ("refresh token", refresh.as_str()),
+        ("rotated refresh token", rotated.as_str()),
+        ("session cookie", cookie.as_str()),
+        ("client secret", secret.as_str()),
+        ("password", PW),
+    ] {
+        for (path, bytes) in &contents {
+            let found = bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+            assert!(
+                !found,
+                "the {name} is stored in plain text in {}",
+                path.display()
+            );
+        }
+    }
+}
