@@ -1659,3 +1659,72 @@ async fn secrets_are_stored_only_as_digests() {
         }
     }
 }
+
+#[tokio::test]
+async fn public_client_redeems_and_refreshes_without_a_secret() {
+    let server = TestServer::start().await;
+    let spec = ClientSpec::public("spa");
+    assert!(server.add_client(spec.clone()).await.is_none());
+    server.add_user("alice", PW, &[]).await;
+    let browser = server.browser();
+    let tokens = code_flow(
+        &server,
+        &browser,
+        &spec,
+        None,
+        "openid",
+        Some(("alice", PW)),
+    )
+    .await;
+    let a = tokens["refresh_token"]
+        .as_str()
+        .expect("first-party public client");
+    let resp = refresh_grant(&server, &spec, None, a, None).await;
+    assert_eq!(resp.status(), 200);
+    // A public client that sends a secret it does not have is refused.
+    let resp = token_request(
+        &server,
+        &spec,
+        Some("made-up"),
+        &[("grant_type", "refresh_token"), ("refresh_token", a)],
+    )
+    .await;
+    expect_oauth_error(resp, 401, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn token_endpoint_refuses_malformed_requests() {
+    let (server, spec, secret, _) = setup().await;
+    let resp = token_request(&server, &spec, Some(&secret), &[("grant_type", "password")]).await;
+    expect_oauth_error(resp, 400, "unsupported_grant_type").await;
+    let resp = token_request(&server, &spec, Some(&secret), &[]).await;
+    expect_oauth_error(resp, 400, "invalid_request").await;
+    // Basic and client_secret_post at once.
+    let resp = server
+        .http()
+        .post(server.url("/api/token"))
+        .basic_auth("app", Some(&secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_secret", secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    expect_oauth_error(resp, 400, "invalid_request").await;
+    // A parameter sent twice (RFC 6749 §3.1).
+    let resp = server
+        .http()
+        .post(server.url("/api/token"))
+        .basic_auth("app", Some(&secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    expect_oauth_error(resp, 400, "invalid_request").await;
+    // prompt=none cannot be combined.
+    let (url, _) = auth_request(&server, &spec, "openid", &[("prompt", "none login")]);
+    let resp = server.http().get(&url).send().await.unwrap();
+    assert_redirected_error(&resp, &spec, "invalid_request");
+}
