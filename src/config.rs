@@ -24,6 +24,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub keys_dir: PathBuf,
     pub plugins_dir: PathBuf,
+    /// Where Prometheus metrics are served (plain HTTP, loopback only); off when absent.
+    pub metrics_listen: Option<SocketAddr>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
     pub tls: TlsConfig,
@@ -143,6 +145,7 @@ impl Default for Config {
             data_dir: "./data".into(),
             keys_dir: "./keys".into(),
             plugins_dir: "./plugins".into(),
+            metrics_listen: None,
             trusted_proxies: Vec::new(),
             tls: TlsConfig::default(),
             session: SessionConfig::default(),
@@ -295,6 +298,11 @@ impl Config {
         }
         if issuer.host_str().is_none() {
             return Err("issuer: has no host".into());
+        }
+        if let Some(addr) = self.metrics_listen
+            && !addr.ip().is_loopback()
+        {
+            return Err(format!("metrics_listen: {addr} is not a loopback address"));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err("tls: set both cert and key, or neither".into());

@@ -15,6 +15,8 @@ pub struct Server {
     pub app: Arc<App>,
     pub addr: SocketAddr,
     pub cert_path: std::path::PathBuf,
+    /// Where metrics are served, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
     /// The admin socket and the outbox worker: stopped at shutdown so the store closes.
@@ -40,10 +42,19 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError(e.to_string()))?;
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(crate::admin::socket::serve(app.clone(), admin)),
             tokio::spawn(crate::outbox::run(app.clone())),
         ];
+        let mut metrics_addr = None;
+        if let Some(addr) = app.config.metrics_listen {
+            let metrics = TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError(format!("metrics_listen: cannot bind {addr}: {e}")))?;
+            metrics_addr = metrics.local_addr().ok();
+            tracing::info!(%addr, "metrics listening");
+            background.push(tokio::spawn(crate::metrics::serve(app.clone(), metrics)));
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let served = app.clone();
         let done = tokio::spawn(async move {
@@ -67,6 +78,7 @@ impl Server {
             app,
             addr,
             cert_path: cert,
+            metrics_addr,
             stop: Some(stop),
             done,
             background,

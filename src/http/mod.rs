@@ -162,11 +162,17 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Resp {
         Err(e) => Err(e),
     };
     let resp = resp.unwrap_or_else(Error::into_response);
+    let elapsed = started.elapsed();
+    app.metrics.request(
+        router::route_label(&path),
+        resp.status().as_u16(),
+        elapsed.as_secs_f64(),
+    );
     tracing::info!(
         %method,
         path = %path,
         status = resp.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
+        latency_us = elapsed.as_micros() as u64,
         "request"
     );
     resp

@@ -108,3 +108,26 @@ fn allowed(path: &str) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// A bounded label for metrics: the route a path belongs to.
+pub fn route_label(path: &str) -> &'static str {
+    match path {
+        "/.well-known/openid-configuration" => "discovery",
+        "/jwks.json" => "jwks",
+        "/authorize" => "authorize",
+        "/login" => "login",
+        "/consent" => "consent",
+        "/account" => "account_page",
+        "/api/token" => "token",
+        "/api/userinfo" => "userinfo",
+        "/api/revoke" => "revoke",
+        "/api/introspect" => "introspect",
+        "/api/logout" => "logout",
+        "/api/partner/events" => "partner_events",
+        p if p.starts_with("/api/admin/") => "admin",
+        p if p.starts_with("/api/account/") => "account_api",
+        p if p.starts_with("/api/rewards/") => "rewards_api",
+        p if p.starts_with("/api/") => "api_other",
+        _ => "other",
+    }
+}

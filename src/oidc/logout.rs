@@ -134,36 +134,47 @@ pub async fn end_session(app: &App, req: &Req) -> Result<Resp, Error> {
         },
         _ => false,
     };
-    let mut logged_out = false;
-    if let Some(c) = &current {
-        if confirmed || tied {
-            app.logout_everywhere(&c.session.user_id).await?;
-            logged_out = true;
-        } else {
-            // A request we cannot tie to this browser's session: ask first, so a stray
-            // link cannot sign the user out.
-            let csrf = req
-                .cookie(CSRF_COOKIE)
-                .map(str::to_string)
-                .unwrap_or_else(random_token);
-            let mut resp = html_response(
-                StatusCode::OK,
-                pages::render(&LogoutConfirmPage {
-                    csrf: &csrf,
-                    post_logout_redirect_uri: post_logout.as_ref().map(|u| u.as_str()),
-                    client_id: client_id.as_deref(),
-                    state,
-                }),
-            );
-            set_csrf_cookie(&mut resp, req, &csrf)?;
-            return Ok(resp);
+    // An RP's cross-site form POST carries no SameSite=Lax cookie, so `current` is
+    // empty even though the browser is signed in. If the hint names a live session,
+    // ask in mgpass's own context instead of redirecting as if the user were signed out.
+    let hint_session_live = match hint.as_ref().and_then(|h| h.sid.as_deref()) {
+        Some(sid) if current.is_none() && req.method == Method::POST && !confirmed => {
+            app.store.sid_is_live(sid, app.clock.now())?
         }
+        _ => false,
+    };
+    let mut logged_out = false;
+    if let Some(c) = &current
+        && (confirmed || tied)
+    {
+        app.logout_everywhere(&c.session.user_id).await?;
+        logged_out = true;
+    } else if current.is_some() || hint_session_live {
+        // A request we cannot tie to this browser's session: ask first, so a stray
+        // link cannot sign the user out.
+        let csrf = req
+            .cookie(CSRF_COOKIE)
+            .map(str::to_string)
+            .unwrap_or_else(random_token);
+        let mut resp = html_response(
+            StatusCode::OK,
+            pages::render(&LogoutConfirmPage {
+                csrf: &csrf,
+                post_logout_redirect_uri: post_logout.as_ref().map(|u| u.as_str()),
+                client_id: client_id.as_deref(),
+                state,
+            }),
+        );
+        set_csrf_cookie(&mut resp, req, &csrf)?;
+        return Ok(resp);
     }
     let mut resp = match post_logout {
-        Some(uri) => {
-            let params: Vec<(&str, &str)> = state.map(|s| ("state", s)).into_iter().collect();
-            redirect(&uri.with_query(&params))?
-        }
+        // Without `state`, the registered URI exactly (`with_query(&[])` would add a
+        // bare `?`).
+        Some(uri) => match state {
+            Some(s) => redirect(&uri.with_query(&[("state", s)]))?,
+            None => redirect(uri.as_str())?,
+        },
         None => html_response(
             StatusCode::OK,
             pages::render(&MessagePage {

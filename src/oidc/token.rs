@@ -17,11 +17,17 @@ use serde_json::{Value, json};
 pub async fn token(app: &App, req: &Req) -> Result<Resp, Error> {
     let params = req.form_params()?;
     let client = authenticate_client(app, req, &params)?.client;
-    let body = match params.get("grant_type") {
+    let (grant, body) = match params.get("grant_type") {
         None => return Err(Error::invalid_request("grant_type is missing")),
-        Some("authorization_code") => authorization_code(app, &client, &params).await?,
-        Some("refresh_token") => refresh(app, &client, &params).await?,
-        Some("client_credentials") => client_credentials(app, &client, &params)?,
+        Some("authorization_code") => (
+            "authorization_code",
+            authorization_code(app, &client, &params).await?,
+        ),
+        Some("refresh_token") => ("refresh_token", refresh(app, &client, &params).await?),
+        Some("client_credentials") => (
+            "client_credentials",
+            client_credentials(app, &client, &params)?,
+        ),
         Some(_) => {
             return Err(Error::oauth(
                 "unsupported_grant_type",
@@ -29,7 +35,7 @@ pub async fn token(app: &App, req: &Req) -> Result<Resp, Error> {
             ));
         }
     };
-    app.metrics.inc(&app.metrics.tokens_issued);
+    app.metrics.token_issued(grant);
     Ok(no_store(json_response(StatusCode::OK, &body)))
 }
 

@@ -198,3 +198,52 @@ impl Store {
         })
     }
 }
+
+/// What a partner event was answered with, kept forever for idempotency: the same
+/// partner and `reference_id` always get this answer back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub event_id: String,
+    /// SHA-256 of the canonical request body: a different body is a conflict.
+    pub request_hash: String,
+    pub user_id: String,
+    pub event_type: String,
+    pub points_awarded: i64,
+    pub created_at: i64,
+}
+
+fn event_key(partner: &str, reference_id: &str) -> String {
+    format!("event/{partner}/{reference_id}")
+}
+
+/// Inserts an event record inside a plugin call's transaction; an existing record
+/// (a concurrent duplicate that won) rejects the whole commit.
+pub fn insert_event_in(
+    tx: &Txn,
+    partner: &str,
+    reference_id: &str,
+    record: &EventRecord,
+) -> TxResult<()> {
+    if tx
+        .get::<EventRecord>(&event_key(partner, reference_id))?
+        .is_some()
+    {
+        return tx.reject("duplicate reference_id");
+    }
+    tx.put(&event_key(partner, reference_id), record)
+}
+
+impl Store {
+    pub fn event_record(
+        &self,
+        partner: &str,
+        reference_id: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        self.get(&event_key(partner, reference_id))
+    }
+
+    /// Every event record of every partner, for consistency checks.
+    pub fn event_records(&self) -> Result<Vec<(String, EventRecord)>, StoreError> {
+        self.scan("event/")
+    }
+}

@@ -740,7 +740,7 @@ async fn client_credentials_gives_an_access_token_only() {
     assert!(body.get("refresh_token").is_none(), "{body}");
     assert!(body.get("id_token").is_none(), "{body}");
     let access = body["access_token"].as_str().unwrap();
-    let (header, claims) = verify_with_jwks(&server, access).await;
+    let (header, claims) = verify_jwt(&server, access).await;
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(claims["sub"], "app");
     assert_eq!(claims["client_id"], "app");
@@ -1052,7 +1052,7 @@ async fn id_and_access_tokens_verify_against_jwks() {
     )
     .await;
     let access = tokens["access_token"].as_str().unwrap();
-    let (h, at) = verify_with_jwks(&server, access).await;
+    let (h, at) = verify_jwt(&server, access).await;
     assert_eq!(h["typ"], "at+jwt");
     assert_eq!(h["alg"], "ES256");
     assert_eq!(h["kid"].as_str().map(str::len), Some(43));
@@ -1068,7 +1068,7 @@ async fn id_and_access_tokens_verify_against_jwks() {
     let sid = at["sid"].as_str().expect("sid").to_string();
 
     let id_token = tokens["id_token"].as_str().unwrap();
-    let (h, id) = verify_with_jwks(&server, id_token).await;
+    let (h, id) = verify_jwt(&server, id_token).await;
     assert_eq!(h["alg"], "ES256");
     assert_ne!(h["typ"], "at+jwt");
     assert_eq!(id["iss"], server.base);
@@ -1105,14 +1105,14 @@ async fn rs256_client_gets_an_rs256_id_token() {
         Some(("alice", PW)),
     )
     .await;
-    let (h, id) = verify_with_jwks(&server, tokens["id_token"].as_str().unwrap()).await;
+    let (h, id) = verify_jwt(&server, tokens["id_token"].as_str().unwrap()).await;
     assert_eq!(h["alg"], "RS256");
     assert_eq!(id["sub"], sub);
     assert_eq!(id["aud"], "legacy");
     let digest = mgpass::crypto::sha256(tokens["access_token"].as_str().unwrap().as_bytes());
     assert_eq!(id["at_hash"], mgpass::crypto::b64url(&digest[..16]));
     // Access tokens stay ES256.
-    let (h, _) = verify_with_jwks(&server, tokens["access_token"].as_str().unwrap()).await;
+    let (h, _) = verify_jwt(&server, tokens["access_token"].as_str().unwrap()).await;
     assert_eq!(h["alg"], "ES256");
 }
 
@@ -1160,8 +1160,8 @@ async fn prompt_login_shows_the_form_despite_a_session() {
     let resp = submit_login(&browser, &server, &url, "alice", PW, false).await;
     let code = code_from(&resp, &spec);
     let second = exchange(&server, &spec, Some(&secret), &code, &verifier).await;
-    let (_, a) = verify_with_jwks(&server, first["id_token"].as_str().unwrap()).await;
-    let (_, b) = verify_with_jwks(&server, second["id_token"].as_str().unwrap()).await;
+    let (_, a) = verify_jwt(&server, first["id_token"].as_str().unwrap()).await;
+    let (_, b) = verify_jwt(&server, second["id_token"].as_str().unwrap()).await;
     assert_eq!(
         b["auth_time"].as_i64().unwrap(),
         a["auth_time"].as_i64().unwrap() + 10
@@ -1193,7 +1193,7 @@ async fn max_age_forces_a_fresh_login() {
     let resp = submit_login(&browser, &server, &url, "alice", PW, false).await;
     let code = code_from(&resp, &spec);
     let tokens = exchange(&server, &spec, Some(&secret), &code, &verifier).await;
-    let (_, id) = verify_with_jwks(&server, tokens["id_token"].as_str().unwrap()).await;
+    let (_, id) = verify_jwt(&server, tokens["id_token"].as_str().unwrap()).await;
     assert_eq!(id["auth_time"].as_i64().unwrap(), now(&server));
     // prompt=none with an exceeded max_age cannot show the form.
     server.clock.advance_secs(120);

@@ -47,6 +47,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub base: String,
     pub cert_path: PathBuf,
+    /// The secret of the "console" client that `user_token` registers once.
+    pub console_secret: std::sync::Mutex<Option<String>>,
 }
 
 impl TestServer {
@@ -76,6 +78,7 @@ impl TestServer {
             dir,
             clock,
             config,
+            console_secret: std::sync::Mutex::new(None),
         }
     }
 
@@ -102,6 +105,10 @@ impl TestServer {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
         }
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().and_then(|s| s.metrics_addr)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -412,6 +419,355 @@ pub async fn token_request(
     req.form(&form).send().await.expect("token request")
 }
 
+/// Signs in a fresh user holding `roles` through a first-party client and returns an
+/// access token for `scope`.
+pub async fn user_token(
+    server: &TestServer,
+    username: &str,
+    roles: &[&str],
+    scope: &str,
+) -> String {
+    let spec = ClientSpec::confidential("console");
+    let secret = match server
+        .admin(Command::ClientShow { id: spec.id.into() })
+        .await
+    {
+        Ok(_) => server.console_secret.lock().expect("lock").clone(),
+        Err(_) => {
+            let s = server.add_client(spec.clone()).await;
+            *server.console_secret.lock().expect("lock") = s.clone();
+            s
+        }
+    };
+    server.add_user(username, "correct-horse-9", roles).await;
+    let browser = server.browser();
+    let tokens = code_flow(
+        server,
+        &browser,
+        &spec,
+        secret.as_deref(),
+        scope,
+        Some((username, "correct-horse-9")),
+    )
+    .await;
+    tokens["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_string()
+}
+
+/// An access token with the `mgpass:admin` scope.
+pub async fn admin_token(server: &TestServer) -> String {
+    let name = format!("admin{}", &mgpass::crypto::random_id("")[..8]);
+    user_token(server, &name, &["mgpass:admin"], "openid mgpass:admin").await
+}
+
+// ---------------------------------------------------------------------------------------
+// Logout helpers: back-channel receivers, a cookie jar we can read, JWT checks.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One request a [`Receiver`] got, with the status it answered (0: dropped the
+/// connection without answering).
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub content_type: Option<String>,
+    pub body: String,
+    pub status: u16,
+}
+
+impl Received {
+    /// The form-encoded `logout_token`, if the body is exactly that one field.
+    pub fn logout_token(&self) -> Option<String> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(self.body.as_bytes())
+            .into_owned()
+            .collect();
+        match pairs.as_slice() {
+            [(k, v)] if k == "logout_token" => Some(v.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    fail_next: AtomicUsize,
+    failing: AtomicBool,
+    down: AtomicBool,
+}
+
+/// A relying app's back-channel logout endpoint: plain HTTP on 127.0.0.1 (loopback
+/// `http` URIs are allowed), one request per connection, every request recorded.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(ReceiverState::default());
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(receive_one(stream, shared.clone()));
+            }
+        });
+        Receiver { addr, state, task }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("http://127.0.0.1:{}/backchannel", self.addr.port())
+    }
+
+    /// Answer `500` to the next `n` requests.
+    pub fn fail_next(&self, n: usize) {
+        self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Answer `500` to everything until told otherwise.
+    pub fn set_failing(&self, on: bool) {
+        self.state.failing.store(on, Ordering::SeqCst);
+    }
+
+    /// Close every connection without answering (a network error) until told otherwise.
+    pub fn set_down(&self, on: bool) {
+        self.state.down.store(on, Ordering::SeqCst);
+    }
+
+    /// Every request so far, answered or not.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// The requests answered with `200`.
+    pub fn accepted(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.status == 200)
+            .collect()
+    }
+
+    /// Waits (bounded) until `n` requests were accepted; `nudge` runs between polls
+    /// (e.g. to move the manual clock so retries fall due).
+    pub async fn wait_accepted(&self, n: usize, nudge: impl FnMut()) -> Vec<Received> {
+        let got = poll_until(Duration::from_secs(15), nudge, || {
+            let a = self.accepted();
+            (a.len() >= n).then_some(a)
+        })
+        .await;
+        got.unwrap_or_else(|| {
+            panic!(
+                "expected {n} accepted deliveries; got {:?}",
+                self.received()
+            )
+        })
+    }
+
+    /// Waits (bounded) until at least `n` requests arrived, answered or not.
+    pub async fn wait_received(&self, n: usize, nudge: impl FnMut()) -> Vec<Received> {
+        let got = poll_until(Duration::from_secs(15), nudge, || {
+            let r = self.received();
+            (r.len() >= n).then_some(r)
+        })
+        .await;
+        got.unwrap_or_else(|| panic!("expected {n} requests; got {:?}", self.received()))
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn receive_one(mut stream: tokio::net::TcpStream, state: Arc<ReceiverState>) {
+    if state.down.load(Ordering::SeqCst) {
+        state.received.lock().unwrap().push(Received {
+            method: String::new(),
+            path: String::new(),
+            content_type: None,
+            body: String::new(),
+            status: 0,
+        });
+        return;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > 1 << 20 {
+            return;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let method = request_line.next().unwrap_or_default().to_string();
+    let path = request_line.next().unwrap_or_default().to_string();
+    let mut length = 0usize;
+    let mut content_type = None;
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-length" => length = v.trim().parse().unwrap_or(0),
+                "content-type" => content_type = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    while buf.len() < head_end + length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
+    let fail = state.failing.load(Ordering::SeqCst)
+        || state
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+    let status = if fail { 500 } else { 200 };
+    state.received.lock().unwrap().push(Received {
+        method,
+        path,
+        content_type,
+        body,
+        status,
+    });
+    let reason = if fail { "Internal Server Error" } else { "OK" };
+    let answer =
+        format!("HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `limit`; `nudge` runs
+/// before each poll.
+pub async fn poll_until<T>(
+    limit: Duration,
+    mut nudge: impl FnMut(),
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        nudge();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestServer {
+    /// Moves the manual clock 200 ms and wakes the outbox worker, so scheduled retries
+    /// fall due without real waiting.
+    pub fn nudge_outbox(&self) {
+        self.clock.advance_ms(200);
+        self.app().outbox_wake.notify_one();
+    }
+
+    /// A browser-like client whose cookie jar the test can read.
+    pub fn browser_with_jar(&self) -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = self
+            .builder()
+            .cookie_provider(jar.clone())
+            .build()
+            .expect("client");
+        (client, jar)
+    }
+
+    /// The server's JWKS.
+    pub async fn jwks(&self) -> Value {
+        self.http()
+            .get(self.url("/jwks.json"))
+            .send()
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("jwks json")
+    }
+}
+
+/// The value of cookie `name` the jar would send to `url`.
+pub fn jar_cookie(jar: &reqwest::cookie::Jar, url: &str, name: &str) -> Option<String> {
+    use reqwest::cookie::CookieStore;
+    let header = jar.cookies(&url::Url::parse(url).ok()?)?;
+    header
+        .to_str()
+        .ok()?
+        .split(';')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Verifies a compact JWS against a JWKS (by `kid` and `alg`); returns the protected
+/// header and the claims. Panics when the signature does not verify.
+pub fn verify_with_jwks(jwks: &Value, token: &str) -> (serde_json::Map<String, Value>, Value) {
+    let header = josekit::jwt::decode_header(token).expect("JWT header");
+    let kid = header
+        .claim("kid")
+        .and_then(Value::as_str)
+        .expect("kid in header")
+        .to_string();
+    let alg = header
+        .claim("alg")
+        .and_then(Value::as_str)
+        .expect("alg in header")
+        .to_string();
+    let key = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap_or_else(|| panic!("kid {kid} is not in the JWKS"));
+    let jwk = josekit::jwk::Jwk::from_map(key.as_object().unwrap().clone()).expect("jwk");
+    let (payload, header) = match alg.as_str() {
+        "ES256" => {
+            let v = josekit::jws::ES256
+                .verifier_from_jwk(&jwk)
+                .expect("verifier");
+            josekit::jws::deserialize_compact(token, &v)
+        }
+        "RS256" => {
+            let v = josekit::jws::RS256
+                .verifier_from_jwk(&jwk)
+                .expect("verifier");
+            josekit::jws::deserialize_compact(token, &v)
+        }
+        other => panic!("unexpected alg {other}"),
+    }
+    .expect("signature verifies against the JWKS");
+    let claims: Value = serde_json::from_slice(&payload).expect("claims json");
+    (header.claims_set().clone(), claims)
+}
+
 // ---------------------------------------------------------------------------------------
 // Helpers for the login and token tests.
 
@@ -645,7 +1001,7 @@ pub async fn post_consent(
 
 /// Verifies a JWT against the server's published JWKS (the key named by `kid`, with
 /// the algorithm the key is published for); returns its header and claims.
-pub async fn verify_with_jwks(server: &TestServer, token: &str) -> (Value, Value) {
+pub async fn verify_jwt(server: &TestServer, token: &str) -> (Value, Value) {
     let jwks = server
         .http()
         .get(server.url("/jwks.json"))
