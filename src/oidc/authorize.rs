@@ -57,8 +57,31 @@ pub async fn authorize(app: &App, req: &Req) -> Result<Resp, Error> {
         ..request
     };
     let session = app.current_session(req.cookie(SESSION_COOKIE))?;
+    let remembered = session
+        .as_ref()
+        .filter(|c| c.session.remember)
+        .map(|c| (c.digest.clone(), c.session.expires_at));
     let mut resp = proceed(app, request, session, false).await?;
     set_csrf_cookie(&mut resp, req, &csrf)?;
+    // The SSO check slid a remembered session: slide the cookie's Max-Age with it, or the
+    // browser would drop the cookie 30 days after the login while the session lives on.
+    if let Some((digest, before)) = remembered
+        && let Some(value) = req.cookie(SESSION_COOKIE)
+        && app
+            .store
+            .live_session(&digest, app.clock.now())?
+            .is_some_and(|s| s.expires_at > before)
+    {
+        add_header(
+            &mut resp,
+            "set-cookie",
+            &cookies::session_cookie(
+                value,
+                app.config.session.cookie_domain.as_deref(),
+                Some(app.config.session.lifetime.as_secs()),
+            ),
+        )?;
+    }
     Ok(resp)
 }
 
@@ -211,7 +234,8 @@ async fn proceed(
             || (!request.prompt.login
                 && request
                     .max_age
-                    .is_none_or(|max| now - s.session.auth_time <= max))
+                    // OIDC Core §3.1.2.1: max_age=0 is prompt=login.
+                    .is_none_or(|max| max > 0 && now - s.session.auth_time <= max))
     });
     let Some(current) = usable else {
         if request.prompt.none {

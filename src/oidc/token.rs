@@ -62,6 +62,19 @@ async fn authorization_code(app: &App, client: &Client, params: &Params) -> Resu
     let redirect_uri = params
         .get("redirect_uri")
         .ok_or_else(|| Error::invalid_request("redirect_uri is missing"))?;
+    exchange_code(app, client, code, verifier, redirect_uri).await
+}
+
+/// The authorization-code grant for an authenticated `client`: code lookup, PKCE,
+/// access and ID token signatures, the durable redemption. Returns the token response
+/// body. Public so benchmarks can drive it without HTTP.
+pub async fn exchange_code(
+    app: &App,
+    client: &Client,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+) -> Result<Value, Error> {
     let digest = sha256_hex(code.as_bytes());
     let now = app.clock.now();
     let grant = app
@@ -158,6 +171,18 @@ async fn refresh(app: &App, client: &Client, params: &Params) -> Result<Value, E
     let presented = params
         .get("refresh_token")
         .ok_or_else(|| Error::invalid_request("refresh_token is missing"))?;
+    refresh_grant(app, client, presented, params.get("scope")).await
+}
+
+/// The refresh-token grant for an authenticated `client` (rotation, optional
+/// down-scoping, session extension). Returns the token response body. Public so
+/// benchmarks can drive it without HTTP.
+pub async fn refresh_grant(
+    app: &App,
+    client: &Client,
+    presented: &str,
+    scope: Option<&str>,
+) -> Result<Value, Error> {
     let old_digest = sha256_hex(presented.as_bytes());
     let now = app.clock.now();
     let Some((_, family)) = app.store.refresh_family(&old_digest)? else {
@@ -169,7 +194,7 @@ async fn refresh(app: &App, client: &Client, params: &Params) -> Result<Value, E
         ));
     }
     // RFC 6749 §6: a narrower scope may be asked for, never a wider one.
-    let scope = match params.get("scope") {
+    let scope = match scope {
         None => family.scope.clone(),
         Some(s) => {
             let asked = Scopes::parse(s).map_err(|e| Error::oauth("invalid_scope", e))?;

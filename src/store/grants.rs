@@ -222,10 +222,11 @@ impl Store {
                         grace_used: false,
                     };
                 }
+                // A grace of zero means none: not even a reuse within the same second.
                 RefreshState::Rotated {
                     at,
                     grace_used: false,
-                } if now - at <= grace_secs => {
+                } if grace_secs > 0 && now - at <= grace_secs => {
                     // A concurrent request already rotated this token; its successor
                     // stops being live so the family keeps exactly one live token.
                     old.state = RefreshState::Rotated {

@@ -767,3 +767,273 @@ pub fn verify_with_jwks(jwks: &Value, token: &str) -> (serde_json::Map<String, V
     let claims: Value = serde_json::from_slice(&payload).expect("claims json");
     (header.claims_set().clone(), claims)
 }
+
+// ---------------------------------------------------------------------------------------
+// Helpers for the login and token tests.
+
+/// The standard authorization request parameters for `client` (PKCE S256, `state=st`,
+/// `nonce=n0`), with `extra` added or overriding. Returns the URL and the PKCE verifier.
+pub fn auth_request(
+    server: &TestServer,
+    client: &ClientSpec,
+    scope: &str,
+    extra: &[(&str, &str)],
+) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let redirect = client.redirect_uri();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("client_id", client.id),
+        ("redirect_uri", &redirect),
+        ("response_type", "code"),
+        ("scope", scope),
+        ("state", "st"),
+        ("nonce", "n0"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    for (k, v) in extra {
+        match params.iter_mut().find(|(name, _)| name == k) {
+            Some(p) => p.1 = v,
+            None => params.push((k, v)),
+        }
+    }
+    params.retain(|(_, v)| !v.is_empty());
+    (authorize_url(server, &params), verifier)
+}
+
+/// The code in a redirect back to the client; panics with the response otherwise.
+pub fn code_from(resp: &reqwest::Response, client: &ClientSpec) -> String {
+    assert_eq!(resp.status(), 302, "expected a redirect with a code");
+    let loc = location(resp);
+    assert!(loc.starts_with(&client.redirect_uri()), "{loc}");
+    query_param(&loc, "code").unwrap_or_else(|| panic!("no code in {loc}"))
+}
+
+/// Runs `/authorize` (logging in through the form when `login` is given) and returns the
+/// code and the PKCE verifier.
+pub async fn get_code(
+    server: &TestServer,
+    browser: &reqwest::Client,
+    client: &ClientSpec,
+    scope: &str,
+    login: Option<(&str, &str)>,
+) -> (String, String) {
+    let (url, verifier) = auth_request(server, client, scope, &[]);
+    let resp = match login {
+        Some((user, pw)) => submit_login(browser, server, &url, user, pw, false).await,
+        None => browser.get(&url).send().await.expect("authorize"),
+    };
+    (code_from(&resp, client), verifier)
+}
+
+/// A code exchange whose response is returned as is.
+pub async fn exchange_raw(
+    server: &TestServer,
+    client: &ClientSpec,
+    secret: Option<&str>,
+    code: &str,
+    verifier: &str,
+) -> reqwest::Response {
+    token_request(
+        server,
+        client,
+        secret,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("redirect_uri", &client.redirect_uri()),
+        ],
+    )
+    .await
+}
+
+/// A refresh grant (optionally down-scoped).
+pub async fn refresh_grant(
+    server: &TestServer,
+    client: &ClientSpec,
+    secret: Option<&str>,
+    refresh_token: &str,
+    scope: Option<&str>,
+) -> reqwest::Response {
+    let mut params = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+    ];
+    if let Some(s) = scope {
+        params.push(("scope", s));
+    }
+    token_request(server, client, secret, &params).await
+}
+
+/// Asserts an RFC 6749 §5.2 error response: status and `error` code; returns the body.
+pub async fn expect_oauth_error(resp: reqwest::Response, status: u16, error: &str) -> Value {
+    assert_eq!(resp.status(), status, "status");
+    let cache = header(&resp, "cache-control");
+    let body: Value = resp.json().await.expect("JSON error body");
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["error_description"].is_string(), "{body}");
+    assert_eq!(cache, "no-store", "errors are not cacheable either");
+    body
+}
+
+/// Token introspection by a confidential client (Basic).
+pub async fn introspect(
+    server: &TestServer,
+    client: &ClientSpec,
+    secret: &str,
+    token: &str,
+) -> Value {
+    let resp = server
+        .http()
+        .post(server.url("/api/introspect"))
+        .basic_auth(client.id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("introspect");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("json")
+}
+
+/// Token revocation by a confidential client (Basic); asserts `200`.
+pub async fn revoke(server: &TestServer, client: &ClientSpec, secret: &str, token: &str) {
+    let resp = server
+        .http()
+        .post(server.url("/api/revoke"))
+        .basic_auth(client.id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(resp.status(), 200);
+}
+
+/// `GET path` with an optional bearer token.
+pub async fn bearer_get(server: &TestServer, path: &str, token: Option<&str>) -> reqwest::Response {
+    let mut req = server.http().get(server.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("request")
+}
+
+/// One header's value as a string ("" when absent).
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Every `Set-Cookie` of a response that sets cookie `name`.
+pub fn set_cookies(resp: &reqwest::Response, name: &str) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The attributes of a `Set-Cookie` value after the name=value pair, as written.
+pub fn cookie_attributes(set_cookie: &str) -> Vec<String> {
+    set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_string())
+        .collect()
+}
+
+/// The login page's error message, if it shows one.
+pub fn page_error(html: &str) -> Option<String> {
+    let start = html.find("role=\"alert\">")? + "role=\"alert\">".len();
+    let end = html[start..].find("</p>")? + start;
+    Some(html[start..end].to_string())
+}
+
+/// Posts the login form found in `html` with extra request headers (e.g.
+/// `X-Forwarded-For` behind a trusted proxy).
+pub async fn post_login_form_with(
+    browser: &reqwest::Client,
+    server: &TestServer,
+    html: &str,
+    username: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let auth_request = hidden_field(html, "auth_request").expect("auth_request field");
+    let csrf = hidden_field(html, "csrf").expect("csrf field");
+    let mut req = browser.post(server.url("/login")).form(&[
+        ("auth_request", auth_request.as_str()),
+        ("csrf", csrf.as_str()),
+        ("username", username),
+        ("password", password),
+    ]);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("login post")
+}
+
+/// Answers the consent page found in `html` with `decision` (`allow` or `deny`).
+pub async fn post_consent(
+    browser: &reqwest::Client,
+    server: &TestServer,
+    html: &str,
+    decision: &str,
+) -> reqwest::Response {
+    let auth_request = hidden_field(html, "auth_request").expect("auth_request field");
+    let csrf = hidden_field(html, "csrf").expect("csrf field");
+    browser
+        .post(server.url("/consent"))
+        .form(&[
+            ("auth_request", auth_request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("decision", decision),
+        ])
+        .send()
+        .await
+        .expect("consent post")
+}
+
+/// Verifies a JWT against the server's published JWKS (the key named by `kid`, with
+/// the algorithm the key is published for); returns its header and claims.
+pub async fn verify_jwt(server: &TestServer, token: &str) -> (Value, Value) {
+    let jwks = server
+        .http()
+        .get(server.url("/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .bytes()
+        .await
+        .expect("jwks body");
+    let set = josekit::jwk::JwkSet::from_bytes(&jwks).expect("JWKS parses");
+    let header = josekit::jwt::decode_header(token).expect("JWT header");
+    let kid = header
+        .claim("kid")
+        .and_then(|v| v.as_str())
+        .expect("kid")
+        .to_string();
+    let keys = set.get(&kid);
+    let jwk = keys
+        .first()
+        .unwrap_or_else(|| panic!("kid {kid} is not in JWKS"));
+    let (payload, header) = match jwk.algorithm() {
+        Some("ES256") => josekit::jws::deserialize_compact(
+            token,
+            &josekit::jws::ES256.verifier_from_jwk(jwk).expect("EC key"),
+        ),
+        Some("RS256") => josekit::jws::deserialize_compact(
+            token,
+            &josekit::jws::RS256.verifier_from_jwk(jwk).expect("RSA key"),
+        ),
+        other => panic!("unexpected JWKS alg {other:?}"),
+    }
+    .expect("signature verifies against JWKS");
+    let claims: Value = serde_json::from_slice(&payload).expect("claims JSON");
+    (Value::Object(header.claims_set().clone()), claims)
+}
