@@ -20,6 +20,7 @@ pub struct App {
     pub outbox_wake: tokio::sync::Notify,
     pub metrics: crate::metrics::Metrics,
     pub rate_limits: crate::partner::ratelimit::RateLimiter,
+    pub plugins: crate::plugin::PluginHost,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,11 @@ impl App {
             config.login.free_failures,
             config.login.max_backoff,
         );
+        let plugins = crate::plugin::PluginHost::load(&config, store.clone(), clock.clone())
+            .map_err(|e| StartError(e.to_string()))?;
+        for status in plugins.list() {
+            tracing::info!(plugin = %status.name, source = %status.source, state = ?status.state, "plugin");
+        }
         let rate_limits = crate::partner::ratelimit::RateLimiter::new(
             clock.clone(),
             config.rate_limits.partner_per_minute,
@@ -58,6 +64,7 @@ impl App {
         );
         Ok(Arc::new(App {
             rate_limits,
+            plugins,
             pending: crate::oidc::PendingRequests::new(clock.clone()),
             config,
             store,

@@ -46,6 +46,17 @@ pub enum Top {
     /// Manage partners and their API keys.
     #[command(subcommand)]
     Partner(PartnerCmd),
+    /// List or reload WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+}
+
+#[derive(Subcommand)]
+pub enum PluginCmd {
+    /// Every plugin with its state, hooks and routes.
+    List,
+    /// Load plugins again (files, built-ins and their config) without a restart.
+    Reload,
 }
 
 #[derive(Args, Default)]
@@ -288,6 +299,8 @@ fn to_command(top: Top) -> Result<Command, AdminError> {
         Top::User(UserCmd::Logout { user }) => Command::UserLogout { user },
         Top::Keys(KeysCmd::Rotate { now }) => Command::KeysRotate { now },
         Top::Keys(KeysCmd::List) => Command::KeysList,
+        Top::Plugin(PluginCmd::List) => Command::PluginList,
+        Top::Plugin(PluginCmd::Reload) => Command::PluginReload,
         Top::Partner(PartnerCmd::Add { fields }) => Command::PartnerAdd(fields.spec(None)),
         Top::Partner(PartnerCmd::List) => Command::PartnerList,
         Top::Partner(PartnerCmd::Show { id }) => Command::PartnerShow { id },

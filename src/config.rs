@@ -39,6 +39,9 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// One table per plugin, `[plugins.NAME]`, handed to that plugin's `init`.
     pub plugins: BTreeMap<String, toml::Table>,
+    /// The file this was read from, so a plugin reload can read it again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -157,6 +160,7 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             webhooks: WebhookConfig::default(),
             plugins: BTreeMap::new(),
+            source: None,
         }
     }
 }
@@ -256,10 +260,12 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|reason| ConfigError::Invalid {
+        let mut config = Config::parse(&text, base).map_err(|reason| ConfigError::Invalid {
             path: path.display().to_string(),
             reason,
-        })
+        })?;
+        config.source = path.exists().then(|| path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses config text; relative paths are resolved against `base`.

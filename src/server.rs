@@ -106,11 +106,26 @@ pub async fn run(config: Config, clock: SharedClock) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError(format!("listen: cannot bind {}: {e}", config.listen)))?;
     let server = Server::start(config, clock, listener).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| StartError(e.to_string()))?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| StartError(e.to_string()))?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| StartError(e.to_string()))?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT received");
+                break;
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received");
+                break;
+            }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP received: reloading plugins");
+                if let Err(e) = crate::admin::reload_plugins(&server.app).await {
+                    tracing::error!(error = %e, "plugin reload failed; the old plugins keep serving");
+                }
+            }
+        }
     }
     server.shutdown().await;
     tracing::info!("stopped");

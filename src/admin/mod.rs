@@ -67,6 +67,8 @@ pub enum Command {
         id: String,
         overlap_secs: Option<u64>,
     },
+    PluginList,
+    PluginReload,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,6 +204,53 @@ fn validate_email(email: &str) -> Result<(), AdminError> {
 
 fn hash_password(app: &App, password: &str) -> Result<String, AdminError> {
     app.passwords.hash(password).map_err(invalid)
+}
+
+fn plugin_view(status: &crate::plugin::PluginStatus) -> Value {
+    use crate::plugin::PluginState;
+    let mut v = json!({"name": status.name, "source": status.source});
+    match &status.state {
+        PluginState::Loaded {
+            hooks,
+            routes,
+            paused_for_ms,
+        } => {
+            v["state"] = json!(if paused_for_ms.is_some() {
+                "paused"
+            } else {
+                "loaded"
+            });
+            v["hooks"] = json!(hooks);
+            v["routes"] = json!(routes);
+            v["paused_for_ms"] = json!(paused_for_ms);
+        }
+        PluginState::Disabled => v["state"] = json!("disabled"),
+        PluginState::Failed(reason) => {
+            v["state"] = json!("failed");
+            v["error"] = json!(reason);
+        }
+    }
+    v
+}
+
+/// Loads every plugin again, with the plugin sections of the config file as it is now.
+/// New versions take calls once loaded; calls in flight finish on the old ones.
+pub async fn reload_plugins(app: &App) -> Result<Value, AdminError> {
+    let config = match &app.config.source {
+        Some(path) => {
+            crate::config::Config::load(path, true).map_err(|e| invalid(e.to_string()))?
+        }
+        None => app.config.clone(),
+    };
+    let statuses = app
+        .plugins
+        .reload(&config)
+        .await
+        .map_err(|e| AdminError::Failed(e.to_string()))?;
+    for s in &statuses {
+        tracing::info!(plugin = %s.name, state = ?s.state, "plugin reloaded");
+    }
+    Ok(json!(statuses.iter().map(plugin_view).collect::<Vec<_>>()))
 }
 
 /// Executes one command.
@@ -381,6 +430,14 @@ pub async fn execute(app: &App, command: Command) -> Result<Value, AdminError> {
             v["api_key"] = json!(key);
             v
         }
+        Command::PluginList => json!(
+            app.plugins
+                .list()
+                .iter()
+                .map(plugin_view)
+                .collect::<Vec<_>>()
+        ),
+        Command::PluginReload => reload_plugins(app).await?,
         Command::PartnerRotateWebhookSecret { id, overlap_secs } => {
             let retire = partner::retire_from(overlap_secs, now);
             let (p, secret) = partner::rotate_webhook_secret(app, &id, retire)?;

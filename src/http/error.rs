@@ -223,6 +223,31 @@ impl From<crate::store::StoreError> for Error {
     }
 }
 
+/// A plugin that could not answer: `503` when it is overloaded, paused or out of time
+/// (retry later), `502` when it failed; the error id leads to the log line.
+impl From<crate::plugin::PluginError> for Error {
+    fn from(e: crate::plugin::PluginError) -> Self {
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        tracing::warn!(error = %e, "plugin call failed");
+        let id = e.error_id().unwrap_or("-").to_string();
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => Error::api(
+                status,
+                "temporarily_unavailable",
+                format!("the service is busy; retry later (error {id})"),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::CONFLICT => {
+                Error::api(status, "invalid_request", e.to_string())
+            }
+            _ => Error::api(
+                StatusCode::BAD_GATEWAY,
+                "plugin_error",
+                format!("the request could not be processed; nothing was changed (error {id})"),
+            ),
+        }
+    }
+}
+
 impl From<crate::keys::KeyError> for Error {
     fn from(e: crate::keys::KeyError) -> Self {
         Error::internal(e)

@@ -8,6 +8,7 @@ pub mod cookies;
 pub mod error;
 pub mod pages;
 pub mod params;
+mod plugin_route;
 mod router;
 pub mod tls;
 

@@ -78,6 +78,7 @@ async fn dispatch(app: &App, req: &Req) -> Result<Resp, Error> {
         "/api/logout" if get || post => logout::end_session(app, req).await,
         "/api/account/profile" if get => userinfo::account_profile(app, req).await,
         "/api/admin/whoami" if get => userinfo::admin_whoami(app, req).await,
+        "/api/partner/events" if post => crate::partner::events::post_event(app, req).await,
         path => {
             if let Some(id) = path
                 .strip_prefix("/api/admin/users/")
@@ -89,6 +90,9 @@ async fn dispatch(app: &App, req: &Req) -> Result<Resp, Error> {
                 } else {
                     Err(Error::MethodNotAllowed("POST"))
                 };
+            }
+            if let Some(route) = app.plugins.find_route(m.as_str(), path) {
+                return super::plugin_route::call(app, req, &route).await;
             }
             Err(allowed(path).map_or(Error::NotFound, Error::MethodNotAllowed))
         }
@@ -104,7 +108,12 @@ fn allowed(path: &str) -> Option<&'static str> {
         | "/api/account/profile"
         | "/api/admin/whoami" => Some("GET, HEAD"),
         "/authorize" | "/api/userinfo" | "/api/logout" => Some("GET, POST"),
-        "/login" | "/consent" | "/api/token" | "/api/revoke" | "/api/introspect" => Some("POST"),
+        "/login"
+        | "/consent"
+        | "/api/token"
+        | "/api/revoke"
+        | "/api/introspect"
+        | "/api/partner/events" => Some("POST"),
         _ => None,
     }
 }

@@ -12,6 +12,7 @@ use crate::http::cookies::{self, SESSION_COOKIE};
 use crate::http::pages::{self, ConsentPage, LoginPage};
 use crate::http::params::Params;
 use crate::http::{Error, Req, Resp, add_header, html_response, redirect};
+use crate::plugin::LoginDecision;
 use crate::session::Current;
 use crate::store::{AuthCode, User};
 use crate::types::{ADMIN_ROLE, ADMIN_SCOPE, ClientId, RedirectUri, Scopes};
@@ -252,6 +253,28 @@ async fn proceed(
     let Some(user) = app.store.user(&current.session.user_id)? else {
         return Ok(login_page(app, request, None, StatusCode::OK));
     };
+    // Plugins may refuse this user for this client; the reason is shown on the form.
+    match app.plugins.authorize_login(&user, &request.client.id).await {
+        Ok(LoginDecision::Allow) => {}
+        Ok(LoginDecision::Deny(reason)) => {
+            tracing::info!(user = %user.id, client = %request.client.id, "login denied by a plugin");
+            return Ok(login_page(
+                app,
+                request,
+                Some(&reason),
+                StatusCode::FORBIDDEN,
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "authorize-login plugin failed");
+            return Ok(login_page(
+                app,
+                request,
+                Some("Sign-in is unavailable right now. Try again in a moment."),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ));
+        }
+    }
     let consented = app.store.consented(&user.id, &request.client.id)?;
     let needs_consent = !request.client.first_party
         && (request.prompt.consent || !request.scope.is_subset(&consented));

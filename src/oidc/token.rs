@@ -106,13 +106,14 @@ pub async fn exchange_code(
         .store
         .user(&grant.user_id)?
         .ok_or_else(|| Error::invalid_grant("the user no longer exists"))?;
+    let extra = app.plugin_claims(&user, &client.id, &grant.scope).await?;
     let access = app.mint_access_token(AccessGrant {
         sub: user.id.as_str(),
         client_id: &client.id,
         scope: &grant.scope,
         sid: Some(&grant.sid),
         auth_time: Some(grant.auth_time),
-        extra: Default::default(),
+        extra,
     })?;
     let refresh_token = wants_refresh(client, &grant.scope).then(random_token);
     let family_id = random_id("fam_");
@@ -240,13 +241,14 @@ pub async fn refresh_grant(
         .store
         .user(&family.user_id)?
         .ok_or_else(|| Error::invalid_grant("the user no longer exists"))?;
+    let extra = app.plugin_claims(&user, &client.id, &scope).await?;
     let access = app.mint_access_token(AccessGrant {
         sub: user.id.as_str(),
         client_id: &client.id,
         scope: &scope,
         sid: Some(&family.sid),
         auth_time: Some(family.auth_time),
-        extra: Default::default(),
+        extra,
     })?;
     let mut body = json!({
         "access_token": access.token,

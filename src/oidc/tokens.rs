@@ -43,6 +43,27 @@ pub struct AccessClaims {
 }
 
 impl App {
+    /// Extra claims from plugins (already checked not to override registered claims).
+    pub async fn plugin_claims(
+        &self,
+        user: &crate::store::User,
+        client: &ClientId,
+        scope: &Scopes,
+    ) -> Result<serde_json::Map<String, Value>, Error> {
+        match self.plugins.token_claims(user, client, scope).await {
+            Ok(claims) => Ok(claims.into_iter().collect()),
+            Err(e) => {
+                tracing::warn!(error = %e, "token-claims plugin failed");
+                Err(Error::OAuth {
+                    status: hyper::StatusCode::SERVICE_UNAVAILABLE,
+                    code: "temporarily_unavailable",
+                    description: "tokens cannot be issued right now; retry later".into(),
+                    challenge: None,
+                })
+            }
+        }
+    }
+
     pub fn mint_access_token(&self, grant: AccessGrant) -> Result<MintedAccess, Error> {
         let now = self.clock.now();
         let exp = now + self.config.tokens.access_token_ttl.as_secs() as i64;

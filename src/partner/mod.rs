@@ -2,6 +2,7 @@
 //! operations both the CLI and the admin API use.
 
 pub mod api;
+pub mod events;
 pub mod keys;
 pub mod ratelimit;
 

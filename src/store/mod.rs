@@ -136,9 +136,15 @@ impl Store {
             .collect()
     }
 
-    /// Makes every write so far durable. Concurrent callers share one fsync.
+    /// Makes every write so far durable. Runs a blocking flush on the blocking pool:
+    /// sled 0.34's `flush_async` can deadlock when many run alongside transactions.
+    /// Concurrent callers still share fsyncs: a flush that finds the log already stable
+    /// up to its writes returns at once.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))??;
         Ok(())
     }
 

@@ -1,0 +1,276 @@
+//! `POST /api/partner/events`: validated, idempotent per partner and `reference_id`,
+//! handed to the plugin host's partner-event hook; the event record, the plugin's
+//! ledger writes and its webhooks commit in one transaction, flushed before the `200`.
+
+use crate::app::App;
+use crate::crypto::{random_id, sha256_hex};
+use crate::http::{Error, Req, Resp, add_header, json_response};
+use crate::plugin::{EventOutcome, EventRecorder, PartnerEvent, PluginError};
+use crate::store::{EventRecord, Partner, StoreError};
+use crate::types::UserId;
+use hyper::StatusCode;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// A validated event body.
+struct Event {
+    user_id: String,
+    event_type: String,
+    metadata: Map<String, Value>,
+    reference_id: String,
+}
+
+fn field_error(message: impl Into<String>) -> Error {
+    Error::bad_request(message)
+}
+
+/// Checks the body's shape, naming the first field that is wrong.
+fn parse(body: &[u8]) -> Result<(Event, Value), Error> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| field_error(format!("body: not valid JSON ({e})")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| field_error("body: must be a JSON object"))?;
+    let string = |name: &str| -> Result<String, Error> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Err(field_error(format!("{name}: is required"))),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                Err(field_error(format!("{name}: must not be empty")))
+            }
+            Some(Value::String(s)) if s.len() > 128 => {
+                Err(field_error(format!("{name}: at most 128 characters")))
+            }
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(field_error(format!("{name}: must be a string"))),
+        }
+    };
+    let user_id = string("user_id")?;
+    let event_type = string("event_type")?;
+    let metadata = match obj.get("metadata") {
+        None | Some(Value::Null) => return Err(field_error("metadata.reference_id: is required")),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err(field_error("metadata: must be an object")),
+    };
+    let reference_id = match metadata.get("reference_id") {
+        None | Some(Value::Null) => return Err(field_error("metadata.reference_id: is required")),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => s.clone(),
+        Some(Value::String(_)) => {
+            return Err(field_error(
+                "metadata.reference_id: must be 1-128 characters",
+            ));
+        }
+        Some(_) => return Err(field_error("metadata.reference_id: must be a string")),
+    };
+    for (name, check) in [
+        ("amount", Value::is_number as fn(&Value) -> bool),
+        ("item_count", |v: &Value| v.as_u64().is_some()),
+        ("currency", Value::is_string),
+        ("original_reference_id", Value::is_string),
+    ] {
+        if let Some(v) = metadata.get(name)
+            && !v.is_null()
+            && !check(v)
+        {
+            let kind = match name {
+                "item_count" => "a non-negative integer",
+                "amount" => "a number",
+                _ => "a string",
+            };
+            return Err(field_error(format!("metadata.{name}: must be {kind}")));
+        }
+    }
+    if metadata
+        .get("amount")
+        .and_then(Value::as_f64)
+        .is_some_and(|a| a < 0.0)
+    {
+        return Err(field_error("metadata.amount: must not be negative"));
+    }
+    Ok((
+        Event {
+            user_id,
+            event_type,
+            metadata,
+            reference_id,
+        },
+        value,
+    ))
+}
+
+fn accepted(record: &EventRecord) -> Value {
+    json!({
+        "accepted": true,
+        "points_awarded": record.points_awarded,
+        "event_id": record.event_id,
+    })
+}
+
+fn replay(record: &EventRecord, request_hash: &str) -> Result<Resp, Error> {
+    if record.request_hash != request_hash {
+        return Err(Error::api(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "this reference_id was already used with a different event",
+        ));
+    }
+    let mut resp = json_response(StatusCode::OK, &accepted(record));
+    add_header(&mut resp, "idempotent-replayed", "true")?;
+    Ok(resp)
+}
+
+fn plugin_error(e: PluginError) -> Error {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    tracing::warn!(error = %e, "partner event not processed");
+    let id = e.error_id().unwrap_or("-").to_string();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        return Error::api(
+            status,
+            "temporarily_unavailable",
+            format!("the event could not be processed now; retry later (error {id})"),
+        );
+    }
+    Error::api(
+        StatusCode::BAD_GATEWAY,
+        "plugin_error",
+        format!("the event could not be processed; nothing was recorded (error {id})"),
+    )
+}
+
+/// `POST /api/partner/events`
+pub async fn post_event(app: &App, req: &Req) -> Result<Resp, Error> {
+    let partner: Partner = super::require_partner(app, req)?;
+    let (event, canonical) = parse(&req.body)?;
+    if !partner.event_types.iter().any(|t| *t == event.event_type) {
+        return Err(Error::api(
+            StatusCode::FORBIDDEN,
+            "event_type_not_allowed",
+            format!(
+                "event_type {:?} is not allowed for this partner",
+                event.event_type
+            ),
+        ));
+    }
+    let request_hash = sha256_hex(canonical.to_string().as_bytes());
+    if let Some(existing) = app.store.event_record(&partner.id, &event.reference_id)? {
+        return replay(&existing, &request_hash);
+    }
+    if app.store.user(&UserId(event.user_id.clone()))?.is_none() {
+        return Err(Error::api(
+            StatusCode::NOT_FOUND,
+            "user_not_found",
+            format!("user_id {:?} is not a known user", event.user_id),
+        ));
+    }
+    let now = app.clock.now();
+    let event_id = random_id("evt_");
+    let record = EventRecord {
+        event_id: event_id.clone(),
+        request_hash: request_hash.clone(),
+        user_id: event.user_id.clone(),
+        event_type: event.event_type.clone(),
+        points_awarded: 0,
+        created_at: now,
+    };
+    let (partner_id, reference_id) = (partner.id.clone(), event.reference_id.clone());
+    let recorder: EventRecorder = Arc::new(move |tx, outcome: &EventOutcome| {
+        let mut record = record.clone();
+        record.points_awarded = outcome.points_awarded;
+        crate::store::insert_event_in(tx, &partner_id, &reference_id, &record)
+    });
+    let outcome = app
+        .plugins
+        .on_partner_event(
+            PartnerEvent {
+                event_id: event_id.clone(),
+                user_id: event.user_id,
+                event_type: event.event_type,
+                metadata: Value::Object(event.metadata).to_string(),
+                reference_id: event.reference_id.clone(),
+            },
+            crate::plugin::Partner {
+                id: partner.id.clone(),
+                name: partner.name.clone(),
+                multiplier: partner.multiplier,
+            },
+            Some(recorder),
+        )
+        .await;
+    match outcome {
+        Ok(outcome) => {
+            app.outbox_wake.notify_one();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"accepted": true, "points_awarded": outcome.points_awarded, "event_id": event_id}),
+            ))
+        }
+        // A concurrent duplicate committed first: answer as its replay.
+        Err(PluginError::Store(StoreError::Rejected(_))) => {
+            match app.store.event_record(&partner.id, &event.reference_id)? {
+                Some(existing) => replay(&existing, &request_hash),
+                None => Err(Error::internal("event rejected without a record")),
+            }
+        }
+        Err(e) => Err(plugin_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_bodies_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            ("not json", "body"),
+            ("[]", "body"),
+            (
+                r#"{"event_type":"purchase","metadata":{"reference_id":"r"}}"#,
+                "user_id",
+            ),
+            (
+                r#"{"user_id":5,"event_type":"purchase","metadata":{"reference_id":"r"}}"#,
+                "user_id",
+            ),
+            (
+                r#"{"user_id":"u","metadata":{"reference_id":"r"}}"#,
+                "event_type",
+            ),
+            (
+                r#"{"user_id":"u","event_type":"purchase"}"#,
+                "metadata.reference_id",
+            ),
+            (
+                r#"{"user_id":"u","event_type":"purchase","metadata":[]}"#,
+                "metadata",
+            ),
+            (
+                r#"{"user_id":"u","event_type":"purchase","metadata":{}}"#,
+                "metadata.reference_id",
+            ),
+            (
+                r#"{"user_id":"u","event_type":"purchase","metadata":{"reference_id":"r","amount":"ten"}}"#,
+                "metadata.amount",
+            ),
+            (
+                r#"{"user_id":"u","event_type":"purchase","metadata":{"reference_id":"r","item_count":-1}}"#,
+                "metadata.item_count",
+            ),
+            (
+                r#"{"user_id":"u","event_type":"purchase","metadata":{"reference_id":"r","amount":-5}}"#,
+                "metadata.amount",
+            ),
+        ];
+        for (body, field) in cases {
+            match parse(body.as_bytes()) {
+                Err(Error::Api { message, .. }) => {
+                    assert!(message.starts_with(field), "{body}: {message}")
+                }
+                other => panic!(
+                    "{body}: expected an error naming {field}, got {:?}",
+                    other.map(|_| ())
+                ),
+            }
+        }
+        assert!(parse(br#"{"user_id":"u","event_type":"purchase","metadata":{"reference_id":"r","amount":12.5,"currency":"GHS","item_count":2}}"#).is_ok());
+    }
+}
