@@ -62,7 +62,7 @@ fn env_with(
 
 fn add_user(store: &Store, name: &str, roles: &[&str]) -> User {
     let user = User {
-        id: UserId::new(),
+        id: UserId::generate(),
         username: name.into(),
         email: Some(format!("{name}@example.test")),
         name: None,
