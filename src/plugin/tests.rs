@@ -119,7 +119,7 @@ async fn send(
     ))
 }
 
-fn status_of<'a>(host: &PluginHost, name: &str) -> PluginState {
+fn status_of(host: &PluginHost, name: &str) -> PluginState {
     host.list()
         .into_iter()
         .find(|s| s.name == name)
