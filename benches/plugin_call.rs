@@ -37,11 +37,22 @@ fn plugin_call(c: &mut Criterion) {
     let host = PluginHost::load(&config, store, Arc::new(SystemClock)).expect("host");
     let client = ClientId::parse("bench-app").expect("client");
 
+    // Every call runs in a task on a worker, as a request handler does; the first
+    // benchmark is that baseline.
+    let on_worker = |f: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>| {
+        runtime.block_on(runtime.spawn(f)).expect("join")
+    };
+
+    c.bench_function("baseline: spawned empty task", |b| {
+        b.iter(|| on_worker(Box::pin(async {})))
+    });
+
     c.bench_function("trivial hook (authorize-login)", |b| {
         b.iter(|| {
-            runtime
-                .block_on(host.authorize_login(&user, &client))
-                .expect("call")
+            let (host, user, client) = (host.clone(), user.clone(), client.clone());
+            on_worker(Box::pin(async move {
+                black_box(host.authorize_login(&user, &client).await.expect("call"));
+            }))
         })
     });
 
@@ -61,18 +72,24 @@ fn plugin_call(c: &mut Criterion) {
                 metadata: r#"{"amount": 3}"#.into(),
                 reference_id: format!("ref-{n}"),
             };
-            runtime
-                .block_on(host.on_partner_event(event, partner.clone(), None))
-                .expect("call")
+            let (host, partner) = (host.clone(), partner.clone());
+            on_worker(Box::pin(async move {
+                black_box(
+                    host.on_partner_event(event, partner, None)
+                        .await
+                        .expect("call"),
+                );
+            }))
         })
     });
 
-    // What the hop to the blocking pool costs by itself, to compare with the above.
-    c.bench_function("spawn_blocking round trip (empty)", |b| {
+    // What moving each call to the blocking pool would add (the host runs calls in
+    // `block_in_place` instead).
+    c.bench_function("reference: spawn_blocking hop from a task", |b| {
         b.iter(|| {
-            runtime
-                .block_on(async { tokio::task::spawn_blocking(|| black_box(1)).await })
-                .expect("join")
+            on_worker(Box::pin(async {
+                black_box(tokio::task::spawn_blocking(|| 1).await.expect("join"));
+            }))
         })
     });
 }

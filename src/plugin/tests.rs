@@ -776,3 +776,24 @@ async fn compiled_plugins_are_cached_on_disk() {
     );
     let _ = ManualClock::new().now_ms();
 }
+
+#[tokio::test]
+async fn an_operator_file_replaces_a_built_in_plugin() {
+    let e = env(&[("example-claims", FIXTURE)], "");
+    let status = e
+        .host
+        .list()
+        .into_iter()
+        .find(|s| s.name == "example-claims")
+        .expect("listed");
+    assert!(status.source.ends_with("example-claims.wasm"), "{status:?}");
+    assert!(matches!(
+        status.state,
+        PluginState::Loaded { routes: 12, .. }
+    ));
+    let route = e
+        .host
+        .find_route("GET", "/api/fixture/version")
+        .expect("route");
+    assert_eq!(route.plugin, "example-claims");
+}
