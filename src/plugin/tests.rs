@@ -119,7 +119,7 @@ async fn send(
     ))
 }
 
-fn status_of<'a>(host: &PluginHost, name: &str) -> PluginState {
+fn status_of(host: &PluginHost, name: &str) -> PluginState {
     host.list()
         .into_iter()
         .find(|s| s.name == name)
@@ -775,4 +775,25 @@ async fn compiled_plugins_are_cached_on_disk() {
         200
     );
     let _ = ManualClock::new().now_ms();
+}
+
+#[tokio::test]
+async fn an_operator_file_replaces_a_built_in_plugin() {
+    let e = env(&[("example-claims", FIXTURE)], "");
+    let status = e
+        .host
+        .list()
+        .into_iter()
+        .find(|s| s.name == "example-claims")
+        .expect("listed");
+    assert!(status.source.ends_with("example-claims.wasm"), "{status:?}");
+    assert!(matches!(
+        status.state,
+        PluginState::Loaded { routes: 12, .. }
+    ));
+    let route = e
+        .host
+        .find_route("GET", "/api/fixture/version")
+        .expect("route");
+    assert_eq!(route.plugin, "example-claims");
 }

@@ -119,13 +119,17 @@ macro_rules! register_plugin {
                 event: $crate::PartnerEvent,
                 partner: $crate::Partner,
             ) -> Result<$crate::EventOutcome, String> {
-                $crate::__with(|p: &mut $plugin| $crate::Plugin::on_partner_event(p, event, partner))
+                $crate::__with(|p: &mut $plugin| {
+                    $crate::Plugin::on_partner_event(p, event, partner)
+                })
             }
             fn handle_request(
                 principal: $crate::Principal,
                 request: $crate::Request,
             ) -> Result<$crate::Response, String> {
-                $crate::__with(|p: &mut $plugin| $crate::Plugin::handle_request(p, principal, request))
+                $crate::__with(|p: &mut $plugin| {
+                    $crate::Plugin::handle_request(p, principal, request)
+                })
             }
             fn token_claims(
                 user: $crate::UserInfo,
@@ -140,7 +144,9 @@ macro_rules! register_plugin {
                 user: $crate::UserInfo,
                 client_id: String,
             ) -> Result<$crate::LoginDecision, String> {
-                $crate::__with(|p: &mut $plugin| $crate::Plugin::authorize_login(p, user, client_id))
+                $crate::__with(|p: &mut $plugin| {
+                    $crate::Plugin::authorize_login(p, user, client_id)
+                })
             }
         }
 

@@ -28,7 +28,11 @@ impl Plugin for RoleGate {
         }
     }
 
-    fn authorize_login(&mut self, user: UserInfo, client_id: String) -> Result<LoginDecision, String> {
+    fn authorize_login(
+        &mut self,
+        user: UserInfo,
+        client_id: String,
+    ) -> Result<LoginDecision, String> {
         if client_id == self.client_id && !user.roles.iter().any(|r| *r == self.role) {
             return Ok(LoginDecision::Deny(self.message.clone()));
         }

@@ -27,7 +27,11 @@ impl Plugin for Crash {
         }
     }
 
-    fn on_partner_event(&mut self, event: PartnerEvent, partner: Partner) -> Result<EventOutcome, String> {
+    fn on_partner_event(
+        &mut self,
+        event: PartnerEvent,
+        partner: Partner,
+    ) -> Result<EventOutcome, String> {
         kv::put("written", "yes")?;
         let entry = ledger::credit(&event.user_id, 100, &meta()).map_err(|e| format!("{e:?}"))?;
         host::emit_webhook(&partner.id, "crash.pending", "{}")?;
