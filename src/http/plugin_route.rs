@@ -45,7 +45,24 @@ fn principal(app: &App, req: &Req, kind: PrincipalKind) -> Result<Principal, Err
         }
         PrincipalKind::User => user_principal(kind, require_user(app, req)?),
         PrincipalKind::Admin => user_principal(kind, require_admin(app, req)?),
+        PrincipalKind::Public => Principal {
+            kind,
+            subject: String::new(),
+            scopes: Vec::new(),
+            partner_id: None,
+        },
     })
+}
+
+/// Headers a plugin never sees: credentials are the host's business.
+const WITHHELD_HEADERS: &[&str] = &["authorization", "cookie", "x-api-key", "proxy-authorization"];
+
+fn plugin_headers(req: &Req) -> Vec<(String, String)> {
+    req.headers
+        .iter()
+        .filter(|(name, _)| !WITHHELD_HEADERS.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .collect()
 }
 
 pub async fn call(app: &App, req: &Req, route: &RouteMatch) -> Result<Resp, Error> {
@@ -58,6 +75,7 @@ pub async fn call(app: &App, req: &Req, route: &RouteMatch) -> Result<Resp, Erro
         path: req.path.clone(),
         path_params: Vec::new(),
         query,
+        headers: plugin_headers(req),
         body: req.body.to_vec(),
     };
     let answer = app

@@ -95,6 +95,7 @@ fn request(method: &str, path: &str, body: &str) -> Request {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        headers: Vec::new(),
         body: body.as_bytes().to_vec(),
     }
 }
