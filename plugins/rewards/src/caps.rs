@@ -143,7 +143,17 @@ mod tests {
         let d = ms_of(2024, 5, 1, 10, 0);
         let midnight = ms_of(2024, 5, 2, 0, 0);
         assert_eq!(
-            run(&r, &[(d, 10), (d, 10), (d, 10), (d, 10), (midnight - 1, 10), (midnight, 10)]),
+            run(
+                &r,
+                &[
+                    (d, 10),
+                    (d, 10),
+                    (d, 10),
+                    (d, 10),
+                    (midnight - 1, 10),
+                    (midnight, 10)
+                ]
+            ),
             vec![10, 10, 5, 0, 0, 10]
         );
         let out = apply(&r, &Usage::default(), 40, d);
@@ -155,7 +165,16 @@ mod tests {
         let r = rule(Frequency::Unlimited, Some(20), Some(50));
         let day = |d| ms_of(2024, 1, d, 12, 0);
         assert_eq!(
-            run(&r, &[(day(1), 20), (day(2), 20), (day(3), 20), (day(4), 20), (day(31), 5)]),
+            run(
+                &r,
+                &[
+                    (day(1), 20),
+                    (day(2), 20),
+                    (day(3), 20),
+                    (day(4), 20),
+                    (day(31), 5)
+                ]
+            ),
             vec![20, 20, 10, 0, 0]
         );
         let r = rule(Frequency::Unlimited, None, Some(30));
@@ -176,7 +195,10 @@ mod tests {
     fn frequency_windows() {
         let once = rule(Frequency::Once, None, None);
         assert_eq!(
-            run(&once, &[(ms_of(2024, 1, 1, 0, 0), 5), (ms_of(2030, 1, 1, 0, 0), 5)]),
+            run(
+                &once,
+                &[(ms_of(2024, 1, 1, 0, 0), 5), (ms_of(2030, 1, 1, 0, 0), 5)]
+            ),
             vec![5, 0]
         );
         let daily = rule(Frequency::Daily, None, None);
@@ -234,6 +256,9 @@ mod tests {
         let first = apply(&r, &Usage::default(), 5, at);
         assert_eq!((first.points, first.limited), (1, Some(Limited::DailyCap)));
         let second = apply(&r, &first.usage, 5, at);
-        assert_eq!((second.points, second.limited), (0, Some(Limited::Frequency)));
+        assert_eq!(
+            (second.points, second.limited),
+            (0, Some(Limited::Frequency))
+        );
     }
 }

@@ -335,9 +335,18 @@ mod tests {
 
     #[test]
     fn phone_numbers() {
-        assert_eq!(normalize_phone("0241234567").as_deref(), Some("+233241234567"));
-        assert_eq!(normalize_phone("+233241234567").as_deref(), Some("+233241234567"));
-        assert_eq!(normalize_phone("024 123 4567").as_deref(), Some("+233241234567"));
+        assert_eq!(
+            normalize_phone("0241234567").as_deref(),
+            Some("+233241234567")
+        );
+        assert_eq!(
+            normalize_phone("+233241234567").as_deref(),
+            Some("+233241234567")
+        );
+        assert_eq!(
+            normalize_phone("024 123 4567").as_deref(),
+            Some("+233241234567")
+        );
         for bad in [
             "",
             "024123456",
@@ -395,7 +404,10 @@ mod tests {
         assert_eq!((q.gross_minor, q.fee_minor, q.net_minor), (333, 10, 323));
         // Platinum: no fee.
         let q = quote(20_000, &tiers[3]);
-        assert_eq!((q.gross_minor, q.fee_minor, q.net_minor), (20_000, 0, 20_000));
+        assert_eq!(
+            (q.gross_minor, q.fee_minor, q.net_minor),
+            (20_000, 0, 20_000)
+        );
         assert_eq!(amount(237), 2.37);
         // A rate that does not divide evenly rounds the gross down.
         let mut t = tiers[0].clone();
@@ -454,8 +466,8 @@ mod tests {
 
     #[test]
     fn callback_parsing() {
-        let c = parse_callback(&json!({"cashback_ID":"cb_1","status":"failed","reason":"no"}))
-            .unwrap();
+        let c =
+            parse_callback(&json!({"cashback_ID":"cb_1","status":"failed","reason":"no"})).unwrap();
         assert_eq!(c.status, Status::Failed);
         assert!(
             parse_callback(&json!({"cashback_ID":"cb_1","status":"pending"}))

@@ -72,7 +72,11 @@ impl Config {
         if l.min_minutes_between < 0 {
             return Err("limits.min_minutes_between must be 0 or more".into());
         }
-        if config.callback_secret.as_deref().is_some_and(|s| s.len() < 16) {
+        if config
+            .callback_secret
+            .as_deref()
+            .is_some_and(|s| s.len() < 16)
+        {
             return Err("callback_secret must be at least 16 characters".into());
         }
         if config.currency.is_empty() || config.currency.len() > 8 {
@@ -112,7 +116,11 @@ mod tests {
         assert_eq!(c.tiers[0].cashback_rate, 0.01);
         assert_eq!(c.limits.min_points, 100);
         assert_eq!(c.limits.max_redemptions_per_day, 3);
-        assert!(Config::parse(r#"{"limit":{}}"#).unwrap_err().contains("limit"));
+        assert!(
+            Config::parse(r#"{"limit":{}}"#)
+                .unwrap_err()
+                .contains("limit")
+        );
         assert!(
             Config::parse(r#"{"callback_secret":"short"}"#)
                 .unwrap_err()

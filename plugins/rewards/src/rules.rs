@@ -225,7 +225,11 @@ pub fn find_match<'a>(
     platform: &str,
     tier: &str,
 ) -> Option<&'a Rule> {
-    let tier_is = |r: &Rule| r.tier.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(tier));
+    let tier_is = |r: &Rule| {
+        r.tier
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(tier))
+    };
     let levels: [&dyn Fn(&Rule) -> bool; 4] = [
         &|r| r.platform.as_deref() == Some(platform) && tier_is(r),
         &|r| r.platform.as_deref() == Some(platform) && r.tier.is_none(),
@@ -397,7 +401,10 @@ mod tests {
         // Tier names compare case-insensitively.
         assert_eq!(id(&all, "shop", "gold"), Some(4));
         // Platform-specific beats tier-specific.
-        assert_eq!(id(&[all[1].clone(), all[2].clone()], "shop", "Gold"), Some(3));
+        assert_eq!(
+            id(&[all[1].clone(), all[2].clone()], "shop", "Gold"),
+            Some(3)
+        );
         // A rule for another platform never applies.
         assert_eq!(id(&[all[2].clone()], "other", "Gold"), None);
         assert!(find_match(&all, "refund", "shop", "Gold").is_none());
@@ -412,7 +419,12 @@ mod tests {
             specific,
             rule(7, "purchase", None, None),
         ];
-        assert_eq!(find_match(&rules, "purchase", "shop", "Bronze").unwrap().seq, 7);
+        assert_eq!(
+            find_match(&rules, "purchase", "shop", "Bronze")
+                .unwrap()
+                .seq,
+            7
+        );
     }
 
     #[test]
@@ -422,7 +434,10 @@ mod tests {
         r.unit_field = Some("amount".into());
         assert_eq!(units(&r, &json!({"amount": 12.5})), Ok(12.5));
         assert_eq!(units(&r, &json!({"amount": "40"})), Ok(40.0));
-        assert_eq!(units(&r, &json!({})), Err(NoUnits::Missing("amount".into())));
+        assert_eq!(
+            units(&r, &json!({})),
+            Err(NoUnits::Missing("amount".into()))
+        );
         assert_eq!(
             units(&r, &json!({"amount": -1})),
             Err(NoUnits::Invalid("amount".into()))

@@ -660,7 +660,9 @@ impl<'a, H: Host> Rewards<'a, H> {
         );
         let idem = match req.header("Idempotency-Key") {
             None => None,
-            Some(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(k)
+                if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
                 let key = idem_key(user, k);
                 if let Some(stored) = self.get_json::<IdempotentResult>(&key)? {
                     if stored.fingerprint != fingerprint {
@@ -775,13 +777,21 @@ impl<'a, H: Host> Rewards<'a, H> {
                 Level::Error,
                 "a cashback callback arrived but callback_secret is not configured",
             );
-            return Ok(error(401, "invalid_signature", "callbacks are not accepted"));
+            return Ok(error(
+                401,
+                "invalid_signature",
+                "callbacks are not accepted",
+            ));
         };
         let Some(signature) = req.header("X-Signature") else {
             return Ok(error(401, "invalid_signature", "X-Signature is missing"));
         };
         if !signature::verify(secret.as_bytes(), &req.body, signature) {
-            return Ok(error(401, "invalid_signature", "X-Signature does not match"));
+            return Ok(error(
+                401,
+                "invalid_signature",
+                "X-Signature does not match",
+            ));
         }
         let body = match parse_body(req) {
             Ok(b) => b,

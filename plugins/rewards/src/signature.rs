@@ -8,7 +8,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -77,6 +77,10 @@ mod tests {
         assert!(!verify(secret, body, "zz"));
         let mut flipped = good.into_bytes();
         flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
-        assert!(!verify(secret, body, std::str::from_utf8(&flipped).unwrap()));
+        assert!(!verify(
+            secret,
+            body,
+            std::str::from_utf8(&flipped).unwrap()
+        ));
     }
 }

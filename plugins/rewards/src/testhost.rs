@@ -32,7 +32,10 @@ impl MemHost {
     }
 
     /// Runs one hook call: its writes stay only if it returns `Ok`.
-    pub fn call<T>(&mut self, f: impl FnOnce(&mut MemHost) -> Result<T, String>) -> Result<T, String> {
+    pub fn call<T>(
+        &mut self,
+        f: impl FnOnce(&mut MemHost) -> Result<T, String>,
+    ) -> Result<T, String> {
         let before = self.state.clone();
         let result = f(self);
         if result.is_err() {

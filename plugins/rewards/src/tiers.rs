@@ -49,7 +49,10 @@ pub fn validate(mut tiers: Vec<Tier>) -> Result<Vec<Tier>, String> {
         if t.name.trim().is_empty() || t.name.len() > 64 {
             return Err(format!("{at}: name must be 1 to 64 characters"));
         }
-        if tiers[..i].iter().any(|o| o.name.eq_ignore_ascii_case(&t.name)) {
+        if tiers[..i]
+            .iter()
+            .any(|o| o.name.eq_ignore_ascii_case(&t.name))
+        {
             return Err(format!("{at}: name is used twice"));
         }
         if i > 0 && tiers[i - 1].min_points == t.min_points {
@@ -82,7 +85,7 @@ pub fn tier_for(tiers: &[Tier], lifetime: i64) -> &Tier {
 }
 
 /// The tier reached when lifetime goes from `before` to `after`, if it is a higher one.
-pub fn promotion<'a>(tiers: &'a [Tier], before: i64, after: i64) -> Option<(&'a Tier, &'a Tier)> {
+pub fn promotion(tiers: &[Tier], before: i64, after: i64) -> Option<(&Tier, &Tier)> {
     let (from, to) = (tier_for(tiers, before), tier_for(tiers, after));
     (to.min_points > from.min_points).then_some((from, to))
 }
