@@ -12,6 +12,7 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 /// Guest crate folders under `plugins/`; each becomes `OUT_DIR/<name>.wasm`.
 const GUESTS: &[&str] = &[
+    "rewards",
     "examples/claims",
     "examples/role-gate",
     "tests/fixture",

@@ -24,6 +24,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub keys_dir: PathBuf,
     pub plugins_dir: PathBuf,
+    /// Where compiled plugins are cached; `data_dir/plugin-cache` when absent.
+    pub plugin_cache_dir: Option<PathBuf>,
     /// Where Prometheus metrics are served (plain HTTP, loopback only); off when absent.
     pub metrics_listen: Option<SocketAddr>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -148,6 +150,7 @@ impl Default for Config {
             data_dir: "./data".into(),
             keys_dir: "./keys".into(),
             plugins_dir: "./plugins".into(),
+            plugin_cache_dir: None,
             metrics_listen: None,
             trusted_proxies: Vec::new(),
             tls: TlsConfig::default(),
@@ -285,6 +288,9 @@ impl Config {
         resolve(&mut self.data_dir);
         resolve(&mut self.keys_dir);
         resolve(&mut self.plugins_dir);
+        if let Some(p) = &mut self.plugin_cache_dir {
+            resolve(p);
+        }
         if let Some(p) = &mut self.tls.cert {
             resolve(p);
         }

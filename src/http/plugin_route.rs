@@ -55,13 +55,20 @@ fn principal(app: &App, req: &Req, kind: PrincipalKind) -> Result<Principal, Err
 }
 
 /// Headers a plugin never sees: credentials are the host's business.
-const WITHHELD_HEADERS: &[&str] = &["authorization", "cookie", "x-api-key", "proxy-authorization"];
+const WITHHELD_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "x-api-key",
+    "proxy-authorization",
+];
 
 fn plugin_headers(req: &Req) -> Vec<(String, String)> {
     req.headers
         .iter()
         .filter(|(name, _)| !WITHHELD_HEADERS.contains(&name.as_str()))
-        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
         .collect()
 }
 

@@ -16,6 +16,11 @@ macro_rules! guest {
 
 pub const BUILTINS: &[Builtin] = &[
     Builtin {
+        name: "rewards",
+        bytes: guest!("rewards"),
+        default_enabled: true,
+    },
+    Builtin {
         name: "example-claims",
         bytes: guest!("claims"),
         default_enabled: false,

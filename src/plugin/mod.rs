@@ -177,6 +177,7 @@ impl PluginHost {
             cache_dir: options
                 .cache_dir
                 .clone()
+                .or_else(|| config.plugin_cache_dir.clone())
                 .unwrap_or_else(|| config.data_dir.join("plugin-cache")),
             registry: RwLock::new(Arc::new(Registry::default())),
             reloading: std::sync::Mutex::new(()),

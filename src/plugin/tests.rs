@@ -33,6 +33,14 @@ fn options() -> HostOptions {
     }
 }
 
+/// These tests load only the plugins they name: the built-in rewards plugin stays off.
+fn without_rewards(mut config: Config) -> Config {
+    config.plugins.entry("rewards".into()).or_insert_with(|| {
+        toml::Table::from_iter([("enabled".to_string(), toml::Value::Boolean(false))])
+    });
+    config
+}
+
 fn env(files: &[(&str, &[u8])], config_toml: &str) -> Env {
     env_with(files, config_toml, ManualClock::new(), options())
 }
@@ -44,7 +52,7 @@ fn env_with(
     options: HostOptions,
 ) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config::parse(config_toml, dir.path()).expect("config");
+    let config = without_rewards(Config::parse(config_toml, dir.path()).expect("config"));
     std::fs::create_dir_all(&config.plugins_dir).expect("plugins dir");
     for (name, bytes) in files {
         std::fs::write(config.plugins_dir.join(format!("{name}.wasm")), bytes)
@@ -577,7 +585,9 @@ async fn concurrently(host: &PluginHost, calls: Vec<(String, i64)>) -> Vec<(bool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_debits_never_overdraw_and_lose_no_credit() {
-    let e = env(&[("fx", FIXTURE)], "");
+    // A generous wall-clock budget: 50 calls contend for two cores, and this test is
+    // about correctness under concurrency, not time limits.
+    let e = env(&[("fx", FIXTURE)], "[plugins.fx]\ntime_budget_ms = 5000\n");
     let user = add_user(&e.store, "frank", &[]);
     let id = user.id.to_string();
     let (credit, debit) = (
@@ -641,7 +651,7 @@ async fn reload_swaps_behaviour_without_dropping_in_flight_calls() {
         tokio::spawn(async move { send(&host, "GET", "/api/fixture/slow?ms=400", "").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let mut config = Config::parse(&toml("v2"), e.dir.path()).expect("config");
+    let mut config = without_rewards(Config::parse(&toml("v2"), e.dir.path()).expect("config"));
     config.plugins_dir = e.config.plugins_dir.clone();
     std::fs::write(config.plugins_dir.join("broken.wasm"), b"not wasm").expect("write");
     let listed = e.host.reload(&config).await.expect("reload");

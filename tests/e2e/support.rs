@@ -65,6 +65,9 @@ impl TestServer {
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let mut config = test_config(dir.path(), port);
+        // One compile cache for the whole suite: every server would otherwise compile
+        // the built-in plugins again (about a second each in a debug build).
+        config.plugin_cache_dir = Some(std::env::temp_dir().join("mgpass-e2e-plugin-cache"));
         adjust(&mut config);
         let clock = ManualClock::new();
         let server = Server::start(config.clone(), clock.clone(), listener)

@@ -137,16 +137,8 @@ fn routes() -> Vec<Route> {
         route("POST", "/api/account/cashback/redeem", User),
     ];
     // The payout provider holds no mgpass credential: the route checks its HMAC itself.
-    #[cfg(feature = "wit-next")]
     routes.push(route("POST", "/api/cashback/callback", Public));
     routes
-}
-
-fn headers(_request: &sdk::Request) -> Vec<(String, String)> {
-    #[cfg(feature = "wit-next")]
-    return _request.headers.clone();
-    #[cfg(not(feature = "wit-next"))]
-    Vec::new()
 }
 
 impl Plugin for RewardsPlugin {
@@ -196,7 +188,6 @@ impl Plugin for RewardsPlugin {
             PrincipalKind::Partner => CallerKind::Partner,
             PrincipalKind::User => CallerKind::User,
             PrincipalKind::Admin => CallerKind::Admin,
-            #[cfg(feature = "wit-next")]
             PrincipalKind::Public => CallerKind::Public,
         };
         let caller = Caller {
@@ -204,7 +195,7 @@ impl Plugin for RewardsPlugin {
             subject: principal.subject,
         };
         let request = HttpRequest {
-            headers: headers(&request),
+            headers: request.headers,
             method: request.method,
             path: request.path,
             params: request.path_params,

@@ -103,7 +103,7 @@ pub struct HttpRequest {
     pub path: String,
     pub params: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
-    /// Empty until the WIT request carries headers (feature `wit-next`).
+    /// Lower-case names; the host withholds credentials.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
