@@ -303,9 +303,11 @@ impl PluginHost {
 
     /// Runs `f` once a call slot is free and makes its writes durable before returning.
     ///
-    /// The call runs on this thread inside `block_in_place` (other tasks move to another
-    /// worker meanwhile): measured, a hop to the blocking pool costs about as much as
-    /// the call itself (~25 µs), and calls are short by construction (time budget).
+    /// The call runs on this thread inside `block_in_place`, so other tasks move to
+    /// another worker while it runs (up to its time budget). Measured with
+    /// `benches/plugin_call.rs`: `block_in_place`, `spawn_blocking` and running inline
+    /// cost the same per trivial call (~30 µs on 2 shared cores); this one needs no
+    /// `'static` copies of the call's inputs.
     async fn run<R: Send>(
         &self,
         f: impl FnOnce(&call::Inner) -> Result<call::Output<R>, PluginError> + Send,
