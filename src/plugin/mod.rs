@@ -312,15 +312,18 @@ impl PluginHost {
         &self,
         f: impl FnOnce(&call::Inner) -> Result<call::Output<R>, PluginError> + Send,
     ) -> Result<R, PluginError> {
-        let _slot = tokio::time::timeout(
+        let slot = tokio::time::timeout(
             self.inner.options.queue_wait,
             self.inner.in_flight.clone().acquire_owned(),
         )
         .await
         .map_err(|_| PluginError::Overloaded)?
         .map_err(|_| PluginError::Overloaded)?;
-        let work = || {
-            let output = f(&self.inner)?;
+        let work = move || {
+            let output = f(&self.inner);
+            // The slot bounds running instances; the flush below needs none.
+            drop(slot);
+            let output = output?;
             // A blocking flush on this thread rather than `flush_async`: concurrent
             // `flush_async` calls alongside transactions deadlock sled 0.34 (its
             // issue #1308: they fill sled's own thread pool), seen in the
