@@ -83,8 +83,8 @@ fn plugin_call(c: &mut Criterion) {
         })
     });
 
-    // What moving each call to the blocking pool would add (the host runs calls in
-    // `block_in_place` instead).
+    // For comparison: the cost of a hop to the blocking pool (the host runs calls in
+    // `block_in_place`; both measured about the same per call).
     c.bench_function("reference: spawn_blocking hop from a task", |b| {
         b.iter(|| {
             on_worker(Box::pin(async {

@@ -23,6 +23,8 @@ use wasmtime::{Engine, Trap};
 const MAX_DENY_MESSAGE: usize = 512;
 const MAX_CLAIMS: usize = 64;
 const MAX_HEADERS: usize = 32;
+/// How many time budgets of store stalls a call may be credited.
+const MAX_STORE_CREDIT: u32 = 10;
 
 pub struct Inner {
     pub engine: Engine,
@@ -133,8 +135,21 @@ impl Inner {
             store
                 .set_fuel(plugin.limits.fuel)
                 .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-            store.set_epoch_deadline(plugin.limits.deadline_ticks(self.options.epoch_tick));
-            store.epoch_deadline_trap();
+            let tick = self.options.epoch_tick;
+            store.set_epoch_deadline(plugin.limits.deadline_ticks(tick));
+            // At the deadline, time the call spent stalled in the store is added back
+            // (at most MAX_STORE_CREDIT budgets' worth); otherwise it stops here.
+            let mut credit_left = plugin.limits.time_budget * MAX_STORE_CREDIT;
+            store.epoch_deadline_callback(move |mut ctx| {
+                let waited = ctx.data_mut().take_store_wait().min(credit_left);
+                credit_left -= waited;
+                let ticks = (waited.as_micros() / tick.as_micros().max(1)) as u64;
+                Ok(if ticks == 0 {
+                    wasmtime::UpdateDeadline::Interrupt
+                } else {
+                    wasmtime::UpdateDeadline::Continue(ticks)
+                })
+            });
 
             let outcome = plugin
                 .pre

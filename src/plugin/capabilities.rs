@@ -13,6 +13,7 @@ use crate::store::{
 };
 use crate::types::UserId;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 /// Caps on what one call may ask of the host.
@@ -50,6 +51,7 @@ pub struct CallState {
     log_lines: u32,
     /// Why a capability trapped the call, for the error report.
     pub(super) host_failure: Option<String>,
+    store_wait: Duration,
 }
 
 impl CallState {
@@ -77,6 +79,7 @@ impl CallState {
             write_count: 0,
             log_lines: 0,
             host_failure: None,
+            store_wait: Duration::ZERO,
         }
     }
 
@@ -94,8 +97,22 @@ impl CallState {
         Err(wasmtime::Error::msg(reason))
     }
 
-    fn store_failed<T>(&mut self, e: StoreError) -> wasmtime::Result<T> {
-        self.fail(format!("store: {e}"))
+    /// Runs a store read, timing it. Time stalled in the store (its locks wait behind
+    /// other calls' commits and fsyncs) is not the plugin's doing, so the epoch
+    /// callback gives it back to the call's wall-clock budget, up to a cap.
+    fn read_store<T>(
+        &mut self,
+        read: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> wasmtime::Result<T> {
+        let started = Instant::now();
+        let result = read(&self.store);
+        self.store_wait += started.elapsed();
+        result.or_else(|e| self.fail(format!("store: {e}")))
+    }
+
+    /// Store time not yet given back to the budget; resets it.
+    pub fn take_store_wait(&mut self) -> Duration {
+        std::mem::take(&mut self.store_wait)
     }
 
     fn check_len(&mut self, what: &str, s: &str, max: usize) -> wasmtime::Result<()> {
@@ -124,24 +141,18 @@ impl CallState {
         if let Some(b) = self.balances.get(user) {
             return Ok(*b);
         }
-        match self.store.ledger_balance(user) {
-            Ok(b) => {
-                self.reads.balances.insert(user.to_string(), b.seq);
-                self.balances.insert(user.to_string(), b);
-                Ok(b)
-            }
-            Err(e) => self.store_failed(e),
-        }
+        let b = self.read_store(|s| s.ledger_balance(user))?;
+        self.reads.balances.insert(user.to_string(), b.seq);
+        self.balances.insert(user.to_string(), b);
+        Ok(b)
     }
 
     fn user_exists(&mut self, user: &str) -> wasmtime::Result<bool> {
         if user.is_empty() || user.len() > 128 || user.contains('/') {
             return Ok(false);
         }
-        match self.store.user(&UserId(user.to_string())) {
-            Ok(u) => Ok(u.is_some()),
-            Err(e) => self.store_failed(e),
-        }
+        let user = UserId(user.to_string());
+        Ok(self.read_store(|s| s.user(&user))?.is_some())
     }
 
     /// Appends an entry of `points` (signed) to the user's ledger, in this call.
@@ -320,10 +331,8 @@ impl host::Host for CallState {
         if id.is_empty() || id.len() > 128 {
             return Ok(None);
         }
-        match self.store.user(&UserId(id)) {
-            Ok(user) => Ok(user.as_ref().map(user_info)),
-            Err(e) => self.store_failed(e),
-        }
+        let id = UserId(id);
+        Ok(self.read_store(|s| s.user(&id))?.as_ref().map(user_info))
     }
 
     fn emit_webhook(
@@ -364,13 +373,10 @@ impl kv::Host for CallState {
         if let Some(seen) = self.reads.kv.get(&key) {
             return Ok(seen.clone());
         }
-        match self.store.plugin_kv_get(&self.meta.name, &key) {
-            Ok(value) => {
-                self.reads.kv.insert(key, value.clone());
-                Ok(value)
-            }
-            Err(e) => self.store_failed(e),
-        }
+        let name = self.meta.name.clone();
+        let value = self.read_store(|s| s.plugin_kv_get(&name, &key))?;
+        self.reads.kv.insert(key, value.clone());
+        Ok(value)
     }
 
     fn put(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
@@ -402,22 +408,18 @@ impl kv::Host for CallState {
         let name = self.meta.name.clone();
         // The scan is not one snapshot with the generation; reading the generation
         // before and after and retrying until they agree pins the scan to it.
+        let deleted = self.writes.kv.values().filter(|v| v.is_none()).count();
         let mut found = None;
         for _ in 0..5 {
-            let scanned = (|| {
-                let before = self.store.plugin_kv_generation(&name)?;
-                let deleted = self.writes.kv.values().filter(|v| v.is_none()).count();
-                let rows = self.store.plugin_kv_scan(&name, &prefix, limit + deleted)?;
-                let after = self.store.plugin_kv_generation(&name)?;
-                Ok::<_, StoreError>((before == after).then_some((before, rows)))
-            })();
-            match scanned {
-                Ok(Some(result)) => {
-                    found = Some(result);
-                    break;
-                }
-                Ok(None) => continue,
-                Err(e) => return self.store_failed(e),
+            let scanned = self.read_store(|s| {
+                let before = s.plugin_kv_generation(&name)?;
+                let rows = s.plugin_kv_scan(&name, &prefix, limit + deleted)?;
+                let after = s.plugin_kv_generation(&name)?;
+                Ok((before == after).then_some((before, rows)))
+            })?;
+            if scanned.is_some() {
+                found = scanned;
+                break;
             }
         }
         let Some((generation, rows)) = found else {
@@ -500,13 +502,9 @@ impl ledger::Host for CallState {
             .collect();
         if entries.len() < limit {
             let before = top.min(stored_seq + 1);
-            match self
-                .store
-                .ledger_entries(&user, Some(before), limit - entries.len())
-            {
-                Ok(older) => entries.extend(older.iter().map(to_wit)),
-                Err(e) => return self.store_failed(e),
-            }
+            let wanted = limit - entries.len();
+            let older = self.read_store(|s| s.ledger_entries(&user, Some(before), wanted))?;
+            entries.extend(older.iter().map(to_wit));
         }
         let next_cursor = match entries.last() {
             Some(last) if entries.len() == limit && last.seq > 1 => Some(last.seq),

@@ -30,6 +30,8 @@ pub struct HostOptions {
     pub max_request_bytes: usize,
     /// Cap on a response body, claims set or other output a plugin returns.
     pub max_response_bytes: usize,
+    /// A plugin's wall-clock budget per call unless its `time_budget_ms` says otherwise.
+    pub default_time_budget: Duration,
     /// Where compiled plugins are cached; `data_dir/plugin-cache` when None.
     pub cache_dir: Option<PathBuf>,
 }
@@ -37,7 +39,12 @@ pub struct HostOptions {
 impl Default for HostOptions {
     fn default() -> Self {
         HostOptions {
-            max_in_flight: 32,
+            // Calls are CPU-bound and their deadline is wall-clock: running more at
+            // once than there are cores only time-slices them into timeouts (seen at
+            // 32 on 2 cores); the rest queue for `queue_wait`.
+            max_in_flight: std::thread::available_parallelism()
+                .map_or(2, |n| n.get() as u32)
+                .saturating_mul(2),
             queue_wait: Duration::from_millis(200),
             max_memory_mib: 256,
             epoch_tick: Duration::from_millis(1),
@@ -46,6 +53,7 @@ impl Default for HostOptions {
             max_reruns: 5,
             max_request_bytes: 1 << 20,
             max_response_bytes: 1 << 20,
+            default_time_budget: Duration::from_millis(50),
             cache_dir: None,
         }
     }
@@ -92,7 +100,8 @@ impl PluginLimits {
             Some(toml::Value::Boolean(b)) => Some(*b),
             Some(v) => return Err(bad("enabled", format!("must be true or false, not {v}"))),
         };
-        let time_budget_ms = int("time_budget_ms", 1, 60_000)?.unwrap_or(50) as u64;
+        let time_budget_ms = int("time_budget_ms", 1, 60_000)?
+            .map_or(options.default_time_budget.as_millis() as u64, |n| n as u64);
         // Default fuel: about what a wasm loop burns in the time budget, so neither
         // limit is far looser than the other.
         let fuel = int("fuel", 1_000, i64::MAX)?.map_or(time_budget_ms * 2_000_000, |n| n as u64);
