@@ -216,6 +216,8 @@ async fn serve_connection(
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
+        // The header timeout needs hyper to have a timer, or every HTTP/1 connection fails.
+        .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
         .max_buf_size(64 * 1024);
     builder.http2().max_header_list_size(64 * 1024);

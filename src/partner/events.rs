@@ -140,7 +140,7 @@ fn plugin_error(e: PluginError) -> Error {
 pub async fn post_event(app: &App, req: &Req) -> Result<Resp, Error> {
     let partner: Partner = super::require_partner(app, req)?;
     let (event, canonical) = parse(&req.body)?;
-    if !partner.event_types.iter().any(|t| *t == event.event_type) {
+    if !partner.event_types.contains(&event.event_type) {
         return Err(Error::api(
             StatusCode::FORBIDDEN,
             "event_type_not_allowed",

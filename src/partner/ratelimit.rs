@@ -38,11 +38,12 @@ pub struct RateLimiter {
     clock: SharedClock,
     partner_per_minute: u32,
     api_per_minute: u32,
-    /// Theoretical arrival time (ms) per bucket and address.
+    /// Theoretical arrival time (µs) per bucket and address.
     tat: Cache<(Bucket, IpAddr), i64>,
 }
 
-const PERIOD_MS: i64 = 60_000;
+/// The window, in microseconds: fine enough for limits of millions per minute.
+const PERIOD_US: i64 = 60_000_000;
 
 impl RateLimiter {
     pub fn new(clock: SharedClock, partner_per_minute: u32, api_per_minute: u32) -> RateLimiter {
@@ -52,7 +53,7 @@ impl RateLimiter {
             api_per_minute,
             tat: Cache::builder()
                 .max_capacity(200_000)
-                .time_to_idle(Duration::from_millis(PERIOD_MS as u64 * 2))
+                .time_to_idle(Duration::from_micros(PERIOD_US as u64 * 2))
                 .build(),
         }
     }
@@ -63,8 +64,8 @@ impl RateLimiter {
             Bucket::Partner => self.partner_per_minute,
             Bucket::Api => self.api_per_minute,
         };
-        let interval = (PERIOD_MS / limit.max(1) as i64).max(1);
-        let now = self.clock.now_ms();
+        let interval = (PERIOD_US / limit.max(1) as i64).max(1);
+        let now = self.clock.now_ms() * 1000;
         let mut decision = Decision {
             allowed: false,
             limit,
@@ -76,14 +77,14 @@ impl RateLimiter {
         self.tat.entry((bucket, ip)).and_compute_with(|current| {
             let tat = current.map_or(now, |e| e.into_value().max(now));
             let new_tat = tat + interval;
-            let allow_at = new_tat - PERIOD_MS;
+            let allow_at = new_tat - PERIOD_US;
             if now < allow_at {
-                decision.reset_secs = ((allow_at - now + 999) / 1000) as u64;
+                decision.reset_secs = ((allow_at - now + 999_999) / 1_000_000) as u64;
                 Op::Nop
             } else {
                 decision.allowed = true;
-                decision.remaining = ((PERIOD_MS - (new_tat - now)) / interval).max(0) as u32;
-                decision.reset_secs = ((new_tat - now + 999) / 1000) as u64;
+                decision.remaining = ((PERIOD_US - (new_tat - now)) / interval).max(0) as u32;
+                decision.reset_secs = ((new_tat - now + 999_999) / 1_000_000) as u64;
                 Op::Put(new_tat)
             }
         });
@@ -121,5 +122,16 @@ mod tests {
         clock.advance_secs(refused.reset_secs as i64);
         assert!(limiter.check(Bucket::Partner, ip).allowed);
         assert!(!limiter.check(Bucket::Partner, ip).allowed);
+    }
+
+    #[test]
+    fn very_high_limits_are_not_capped_by_clock_resolution() {
+        let clock = ManualClock::new();
+        let limiter = RateLimiter::new(clock, 10_000_000, 10_000_000);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        // Far more than one per millisecond, all at the same instant.
+        for i in 0..100_000 {
+            assert!(limiter.check(Bucket::Api, ip).allowed, "request {i}");
+        }
     }
 }

@@ -523,3 +523,21 @@ fn admin_socket_and_private_keys_are_owner_only() {
     let tls_key = std::fs::metadata(server.dir.path().join("data/tls-key.pem")).unwrap();
     assert_eq!(tls_key.permissions().mode() & 0o777, 0o600);
 }
+
+#[tokio::test]
+async fn http1_and_http2_are_both_served() {
+    let server = TestServer::start().await;
+    for builder in [
+        client_builder(&server.cert_path, server.addr).http1_only(),
+        client_builder(&server.cert_path, server.addr),
+    ] {
+        let resp = builder
+            .build()
+            .unwrap()
+            .get(server.url("/jwks.json"))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(resp.status(), 200, "{:?}", resp.version());
+    }
+}
