@@ -337,7 +337,19 @@ async fn connect_target(options: &Options) -> Result<Target, String> {
 }
 
 async fn admin_command(socket: &Path, command: Command) -> Result<Value, String> {
-    match admin::socket::send(socket, &command).await {
+    // A wedged server must not hang the tool: every admin command gets 30 seconds.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        admin::socket::send(socket, &command),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "the server did not answer an admin command within 30 s on {}",
+            socket.display()
+        )
+    })?;
+    match answer {
         Err(e) => Err(format!(
             "no mgpass server answers on its admin socket {} ({e}); start it with \
              `mgpass serve` and pass the same --config to bench",
@@ -457,7 +469,10 @@ async fn cleanup(options: &Options, fixture: &Fixture) {
     }
     for command in commands {
         if let Err(e) = admin_command(socket, command).await {
-            eprintln!("mgpass bench: cleanup: {e}");
+            // One failure is enough: a server that does not answer will not answer
+            // the next command either.
+            eprintln!("mgpass bench: cleanup stopped: {e}");
+            break;
         }
     }
 }
@@ -589,32 +604,18 @@ async fn run_scenario(
         )
     };
     // Prepare every worker (not measured): sessions, refresh chains, access tokens.
-    let mut preparing = tokio::task::JoinSet::new();
+    // One after the other: setup is not what is measured, and it keeps the server's
+    // write path quiet until the run starts.
+    let mut workers = Vec::new();
     for index in 0..options.concurrency {
         let mut worker = match Worker::new(index, target.clone(), fixture.clone()) {
             Ok(w) => w,
             Err(e) => return not_run(e),
         };
-        preparing.spawn(async move {
-            let result = worker.prepare(scenario).await;
-            result.map(|()| worker)
-        });
-    }
-    let mut workers = Vec::new();
-    let mut first_failure = None;
-    while let Some(joined) = preparing.join_next().await {
-        match joined {
-            Ok(Ok(w)) => workers.push(w),
-            Ok(Err(f)) => {
-                first_failure.get_or_insert_with(|| format!("{}: {}", f.kind, f.detail));
-            }
-            Err(e) => {
-                first_failure.get_or_insert_with(|| format!("worker: {e}"));
-            }
+        if let Err(f) = worker.prepare(scenario).await {
+            return not_run(format!("{}: {}", f.kind, f.detail));
         }
-    }
-    if let Some(reason) = first_failure {
-        return not_run(reason);
+        workers.push(worker);
     }
 
     let shared = Arc::new(Shared {

@@ -139,6 +139,13 @@ pub fn table(reports: &[ScenarioReport]) -> String {
                 "{}: {} x {} (first: {})\n",
                 r.scenario, e.count, e.kind, e.example
             ));
+            if e.kind.starts_with("HTTP 429") {
+                out.push_str(&format!(
+                    "{}: hint: the server's per-IP rate limit answered; raise [rate_limits] \
+                     in the server's config to measure (see docs/performance.md)\n",
+                    r.scenario
+                ));
+            }
         }
     }
     out
