@@ -24,7 +24,7 @@ fn plugin_call(c: &mut Criterion) {
     std::fs::write(config.plugins_dir.join("fx.wasm"), testdata::FIXTURE).expect("plugin");
     let store = Store::open(&dir.path().join("db")).expect("store");
     let user = User {
-        id: UserId::new(),
+        id: UserId::generate(),
         username: "bench".into(),
         email: None,
         name: None,

@@ -49,6 +49,8 @@ pub enum Top {
     /// List or reload WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Drive a running server with load and report latencies per scenario.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -255,7 +257,7 @@ fn read_password(args: PasswordArgs) -> Result<String, AdminError> {
 
 fn to_command(top: Top) -> Result<Command, AdminError> {
     Ok(match top {
-        Top::Serve => unreachable!("serve is handled before"),
+        Top::Serve | Top::Bench(_) => unreachable!("serve and bench are handled before"),
         Top::Client(ClientCmd::Add(a)) => Command::ClientAdd(NewClient {
             id: a.id,
             secret: match (a.secret, a.generate_secret) {
@@ -407,6 +409,9 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if let Top::Bench(args) = cli.command {
+        return crate::bench::cli_main(&runtime, config, args, cli.json);
     }
     let result =
         to_command(cli.command).and_then(|command| runtime.block_on(run_command(config, command)));
