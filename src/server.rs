@@ -45,6 +45,7 @@ impl Server {
         let mut background = vec![
             tokio::spawn(crate::admin::socket::serve(app.clone(), admin)),
             tokio::spawn(crate::outbox::run(app.clone())),
+            tokio::spawn(janitor(app.clone())),
         ];
         let mut metrics_addr = None;
         if let Some(addr) = app.config.metrics_listen {
@@ -96,6 +97,32 @@ impl Server {
         }
         for task in self.background.drain(..) {
             let _ = task.await;
+        }
+    }
+}
+
+/// How often the janitor sweeps, and how long delivery records are kept for the admin
+/// delivery log.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+const KEEP_DELIVERIES_SECS: i64 = 7 * 24 * 3600;
+
+/// Removes expired sessions, codes, tokens and old delivery records, now and then.
+async fn janitor(app: Arc<App>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let sweeping = app.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            sweeping
+                .store
+                .sweep(sweeping.clock.now(), KEEP_DELIVERIES_SECS)
+        })
+        .await;
+        match result {
+            Ok(Ok(report)) => tracing::info!(?report, "janitor swept the store"),
+            Ok(Err(e)) => tracing::error!(error = %e, "janitor failed"),
+            Err(e) => tracing::error!(error = %e, "janitor task failed"),
         }
     }
 }

@@ -78,23 +78,23 @@ pub enum Redemption {
     Replayed,
 }
 
-fn code_key(digest: &str) -> String {
+pub(crate) fn code_key(digest: &str) -> String {
     format!("code/{digest}")
 }
-fn refresh_key(digest: &str) -> String {
+pub(crate) fn refresh_key(digest: &str) -> String {
     format!("refresh/{digest}")
 }
-fn family_key(id: &str) -> String {
+pub(crate) fn family_key(id: &str) -> String {
     format!("family/{id}")
 }
 fn consent_key(user: &UserId, client: &ClientId) -> String {
     format!("consent/{user}/{client}")
 }
 /// The digest of the family's one live token.
-fn active_key(family: &str) -> String {
+pub(crate) fn active_key(family: &str) -> String {
     format!("active/{family}")
 }
-fn revoked_jti_key(jti: &str) -> String {
+pub(crate) fn revoked_jti_key(jti: &str) -> String {
     format!("revokedjti/{jti}")
 }
 

@@ -11,6 +11,7 @@ mod outbox;
 mod partners;
 mod plugin_data;
 mod sessions;
+mod sweep;
 mod users;
 
 pub use clients::*;
@@ -19,6 +20,7 @@ pub use outbox::*;
 pub use partners::*;
 pub use plugin_data::*;
 pub use sessions::*;
+pub use sweep::*;
 pub use users::*;
 
 use serde::Serialize;

@@ -58,7 +58,7 @@ impl OutboxItem {
 fn key(id: &str) -> String {
     format!("outbox/{id}")
 }
-fn done_key(id: &str) -> String {
+pub(crate) fn done_key(id: &str) -> String {
     format!("outboxdone/{id}")
 }
 

@@ -29,7 +29,7 @@ pub(crate) struct UserIndex {
 pub(crate) fn session_key(digest: &str) -> String {
     format!("session/{digest}")
 }
-fn sid_key(sid: &str) -> String {
+pub(crate) fn sid_key(sid: &str) -> String {
     format!("sid/{sid}")
 }
 pub(crate) fn index_key(user: &UserId) -> String {
