@@ -346,25 +346,21 @@ async fn issue_code(
     user: &User,
 ) -> Result<Resp, Error> {
     let now = app.clock.now();
-    // Every SSO check slides the session (the guide's 30-day window).
-    let Some(session) = app.store.touch_session(
+    let code = random_token();
+    let scope = grantable(&request.scope, user);
+    // Every SSO check slides the session (the guide's 30-day window); the slide and the
+    // code are one transaction and one fsync.
+    let issued = app.store.issue_code(
         &current.digest,
         now,
         app.session_expiry(),
-        Some(&request.client.id),
-    )?
-    else {
-        return Ok(login_page(app, request.clone(), None, StatusCode::OK));
-    };
-    let code = random_token();
-    app.store.insert_code(
         &sha256_hex(code.as_bytes()),
-        &AuthCode {
+        |session| AuthCode {
             client_id: request.client.id.clone(),
             redirect_uri: request.redirect_uri.clone(),
             code_challenge: request.code_challenge.clone(),
             nonce: request.nonce.clone(),
-            scope: grantable(&request.scope, user),
+            scope: scope.clone(),
             user_id: user.id.clone(),
             sid: session.sid.clone(),
             auth_time: session.auth_time,
@@ -372,6 +368,9 @@ async fn issue_code(
             redeemed: None,
         },
     )?;
+    if issued.is_none() {
+        return Ok(login_page(app, request.clone(), None, StatusCode::OK));
+    }
     app.store.flush().await?;
     let issuer = app.config.issuer.clone();
     let mut params = vec![("code", code.as_str()), ("iss", issuer.as_str())];

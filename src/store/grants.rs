@@ -121,6 +121,32 @@ impl Store {
         self.transact(|tx| tx.put(&code_key(digest), code))
     }
 
+    /// Slides the session and stores a code issued through it, in one transaction.
+    /// `None` when the session ended meanwhile.
+    pub fn issue_code(
+        &self,
+        session_digest: &str,
+        now: i64,
+        session_expires_at: i64,
+        code_digest: &str,
+        make: impl Fn(&Session) -> AuthCode,
+    ) -> Result<Option<Session>, StoreError> {
+        self.transact(|tx| {
+            let Some(peek) = tx.get::<Session>(&super::sessions::session_key(session_digest))?
+            else {
+                return Ok(None);
+            };
+            let client = make(&peek).client_id;
+            let Some(session) =
+                touch_in(tx, session_digest, now, session_expires_at, Some(&client))?
+            else {
+                return Ok(None);
+            };
+            tx.put(&code_key(code_digest), &make(&session))?;
+            Ok(Some(session))
+        })
+    }
+
     pub fn code(&self, digest: &str) -> Result<Option<AuthCode>, StoreError> {
         self.get(&code_key(digest))
     }

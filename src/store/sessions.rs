@@ -98,18 +98,6 @@ impl Store {
         }
     }
 
-    /// Slides the session's expiry to `expires_at` and records `client` as signed in.
-    /// Returns `None` when the session has ended meanwhile.
-    pub fn touch_session(
-        &self,
-        digest: &str,
-        now: i64,
-        expires_at: i64,
-        client: Option<&ClientId>,
-    ) -> Result<Option<Session>, StoreError> {
-        self.transact(|tx| touch_in(tx, digest, now, expires_at, client))
-    }
-
     /// Ends every session and refresh family of `user` and queues one back-channel
     /// logout per notified client and session, all in one transaction.
     pub fn logout_user(&self, user: &UserId, now: i64) -> Result<LogoutSummary, StoreError> {
@@ -170,6 +158,8 @@ impl Store {
     }
 }
 
+/// Slides the session's expiry to `expires_at` and records `client` as signed in.
+/// Returns `None` when the session has ended meanwhile.
 pub(crate) fn touch_in(
     tx: &Txn,
     digest: &str,
