@@ -1,5 +1,5 @@
 //! Adds a namespaced claim to every token: `example:greeting` = "Hello, <username>!".
-//! Config (`[plugins.claims]`): `claim` (the claim name), `greeting` (the word).
+//! Config (`[plugins.example-claims]`): `claim` (the claim name), `greeting` (the word).
 
 use mgpass_plugin_sdk::*;
 

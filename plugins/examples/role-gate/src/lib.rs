@@ -1,5 +1,5 @@
 //! Denies login to one client unless the user holds a role.
-//! Config (`[plugins.role-gate]`): `client_id`, `role`, optional `message`.
+//! Config (`[plugins.example-role-gate]`): `client_id`, `role`, optional `message`.
 
 use mgpass_plugin_sdk::*;
 
