@@ -160,6 +160,10 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Resp {
     let path = req.uri().path().to_string();
     let resp = match read_request(req, peer).await {
         Ok(req) => router::route(&app, &req).await,
+        // Partner events answer an oversized body with 400 naming it (issue 6).
+        Err(Error::TooLarge) if path == "/api/partner/events" => {
+            Err(crate::partner::events::body_too_large())
+        }
         Err(e) => Err(e),
     };
     let resp = resp.unwrap_or_else(Error::into_response);

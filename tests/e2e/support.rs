@@ -58,31 +58,7 @@ impl TestServer {
 
     /// Starts a server after `adjust` has changed its config.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-        mgpass::install_crypto_provider();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let mut config = test_config(dir.path(), port);
-        // One compile cache for the whole suite: every server would otherwise compile
-        // the built-in plugins again (about a second each in a debug build).
-        config.plugin_cache_dir = Some(std::env::temp_dir().join("mgpass-e2e-plugin-cache"));
-        adjust(&mut config);
-        let clock = ManualClock::new();
-        let server = Server::start(config.clone(), clock.clone(), listener)
-            .await
-            .expect("server starts");
-        TestServer {
-            addr: server.addr,
-            base: config.issuer.clone(),
-            cert_path: server.cert_path.clone(),
-            server: Some(server),
-            dir,
-            clock,
-            config,
-            console_secret: std::sync::Mutex::new(None),
-        }
+        TestServer::start_with_plugins(&[], adjust).await
     }
 
     pub fn app(&self) -> &Arc<App> {
@@ -1039,4 +1015,257 @@ pub async fn verify_jwt(server: &TestServer, token: &str) -> (Value, Value) {
     .expect("signature verifies against JWKS");
     let claims: Value = serde_json::from_slice(&payload).expect("claims JSON");
     (Value::Object(header.claims_set().clone()), claims)
+}
+
+// ---------------------------------------------------------------------------------------
+// Partner helpers: a server with operator plugins installed before it starts.
+
+impl TestServer {
+    /// Starts a server whose `plugins/` folder holds `plugins` (name, component bytes)
+    /// before it starts; a built-in `rewards` plugin, if any, is disabled so the given
+    /// plugin is the one that handles partner events.
+    /// Starts a server with operator plugin files (`name.wasm` in `plugins_dir`)
+    /// written first. With operator plugins the built-in rewards plugin is off (one
+    /// plugin handles partner events); `adjust` may turn it back on.
+    pub async fn start_with_plugins(
+        plugins: &[(&str, &[u8])],
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        mgpass::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plugins_dir = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins_dir).expect("plugins dir");
+        for (name, bytes) in plugins {
+            std::fs::write(plugins_dir.join(format!("{name}.wasm")), bytes).expect("plugin");
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut config = test_config(dir.path(), port);
+        // One compile cache for the whole suite: every server would otherwise compile
+        // the built-in plugins again (about a second each in a debug build).
+        config.plugin_cache_dir = Some(std::env::temp_dir().join("mgpass-e2e-plugin-cache"));
+        if !plugins.is_empty() {
+            config
+                .plugins
+                .insert("rewards".into(), toml::toml! { enabled = false });
+        }
+        adjust(&mut config);
+        // Debug builds on two shared cores: a generous wall-clock budget per call, so
+        // these tests are about behaviour, not timing (the budget itself is tested in
+        // the plugin host's own tests).
+        let names = plugins
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .chain(["rewards".to_string()]);
+        for name in names {
+            config
+                .plugins
+                .entry(name)
+                .or_default()
+                .entry("time_budget_ms")
+                .or_insert(toml::Value::Integer(5000));
+        }
+        let clock = ManualClock::new();
+        let server = Server::start(config.clone(), clock.clone(), listener)
+            .await
+            .expect("server starts");
+        TestServer {
+            addr: server.addr,
+            base: config.issuer.clone(),
+            cert_path: server.cert_path.clone(),
+            server: Some(server),
+            dir,
+            clock,
+            config,
+            console_secret: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// A partner's webhook endpoint: plain HTTP on 127.0.0.1, one request per connection,
+/// every request recorded with its headers; can answer an error status to the next N
+/// requests or to all of them, or drop connections unanswered.
+pub struct HookReceiver {
+    pub addr: SocketAddr,
+    state: Arc<HookState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// One request a [`HookReceiver`] got (`status` 0: dropped unanswered).
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub path: String,
+    /// Lower-case names, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub status: u16,
+}
+
+impl Hook {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("webhook body is JSON")
+    }
+}
+
+#[derive(Default)]
+struct HookState {
+    received: Mutex<Vec<Hook>>,
+    fail_next: AtomicUsize,
+    /// Answered to every request when non-zero.
+    status: AtomicUsize,
+    down: AtomicBool,
+}
+
+impl HookReceiver {
+    pub async fn start() -> HookReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(HookState::default());
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(receive_hook(stream, shared.clone()));
+            }
+        });
+        HookReceiver { addr, state, task }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("http://127.0.0.1:{}/hooks", self.addr.port())
+    }
+
+    /// Answer `500` to the next `n` requests.
+    pub fn fail_next(&self, n: usize) {
+        self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Answer `status` to every request (0: back to normal).
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status as usize, Ordering::SeqCst);
+    }
+
+    /// Close every connection without answering until told otherwise.
+    pub fn set_down(&self, on: bool) {
+        self.state.down.store(on, Ordering::SeqCst);
+    }
+
+    pub fn received(&self) -> Vec<Hook> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn accepted(&self) -> Vec<Hook> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.status == 200)
+            .collect()
+    }
+
+    /// Waits (bounded) until `n` requests were answered `200`.
+    pub async fn wait_accepted(&self, n: usize, nudge: impl FnMut()) -> Vec<Hook> {
+        poll_until(Duration::from_secs(20), nudge, || {
+            let a = self.accepted();
+            (a.len() >= n).then_some(a)
+        })
+        .await
+        .unwrap_or_else(|| panic!("expected {n} accepted webhooks; got {:?}", self.received()))
+    }
+
+    /// Waits (bounded) until at least `n` requests arrived, answered or not.
+    pub async fn wait_received(&self, n: usize, nudge: impl FnMut()) -> Vec<Hook> {
+        poll_until(Duration::from_secs(20), nudge, || {
+            let r = self.received();
+            (r.len() >= n).then_some(r)
+        })
+        .await
+        .unwrap_or_else(|| panic!("expected {n} webhooks; got {:?}", self.received()))
+    }
+}
+
+impl Drop for HookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn receive_hook(mut stream: tokio::net::TcpStream, state: Arc<HookState>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > 1 << 20 {
+            return;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let path = lines
+        .next()
+        .unwrap_or_default()
+        .split(' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = buf[head_end..head_end + length].to_vec();
+    let down = state.down.load(Ordering::SeqCst);
+    let fixed = state.status.load(Ordering::SeqCst) as u16;
+    let status = if down {
+        0
+    } else if fixed != 0 {
+        fixed
+    } else if state
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        500
+    } else {
+        200
+    };
+    state.received.lock().unwrap().push(Hook {
+        path,
+        headers,
+        body,
+        status,
+    });
+    if status == 0 {
+        return;
+    }
+    let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
