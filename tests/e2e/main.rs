@@ -8,4 +8,5 @@ mod login;
 mod logout;
 mod metrics;
 mod partner;
+mod rewards;
 mod support;
