@@ -38,6 +38,7 @@ fn run() -> Result<(), String> {
         "Cargo.lock",
         "wit",
         "sdk",
+        "rewards",
         "examples",
         "tests",
     ] {

@@ -9,4 +9,5 @@ mod logout;
 mod metrics;
 mod partner;
 mod plugins;
+mod rewards;
 mod support;

@@ -406,33 +406,8 @@ pub async fn user_token(
     roles: &[&str],
     scope: &str,
 ) -> String {
-    let spec = ClientSpec::confidential("console");
-    let secret = match server
-        .admin(Command::ClientShow { id: spec.id.into() })
-        .await
-    {
-        Ok(_) => server.console_secret.lock().expect("lock").clone(),
-        Err(_) => {
-            let s = server.add_client(spec.clone()).await;
-            *server.console_secret.lock().expect("lock") = s.clone();
-            s
-        }
-    };
     server.add_user(username, "correct-horse-9", roles).await;
-    let browser = server.browser();
-    let tokens = code_flow(
-        server,
-        &browser,
-        &spec,
-        secret.as_deref(),
-        scope,
-        Some((username, "correct-horse-9")),
-    )
-    .await;
-    tokens["access_token"]
-        .as_str()
-        .expect("access token")
-        .to_string()
+    login_token(server, username, scope).await
 }
 
 /// An access token with the `mgpass:admin` scope.
@@ -1268,4 +1243,115 @@ async fn receive_hook(mut stream: tokio::net::TcpStream, state: Arc<HookState>) 
     let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     let _ = stream.write_all(answer.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+// Rewards helpers: tokens for users that already exist, the ledger invariant.
+
+/// The console client's secret, registering the client on first use (as `user_token`).
+async fn console_secret(server: &TestServer) -> Option<String> {
+    let spec = ClientSpec::confidential("console");
+    match server
+        .admin(Command::ClientShow { id: spec.id.into() })
+        .await
+    {
+        Ok(_) => server.console_secret.lock().expect("lock").clone(),
+        Err(_) => {
+            let s = server.add_client(spec).await;
+            *server.console_secret.lock().expect("lock") = s.clone();
+            s
+        }
+    }
+}
+
+/// Signs in a user that already exists (password `correct-horse-9`, as `user_token`
+/// sets it) in a fresh browser and returns a new access token for `scope`.
+pub async fn login_token(server: &TestServer, username: &str, scope: &str) -> String {
+    let spec = ClientSpec::confidential("console");
+    let secret = console_secret(server).await;
+    let browser = server.browser();
+    let tokens = code_flow(
+        server,
+        &browser,
+        &spec,
+        secret.as_deref(),
+        scope,
+        Some((username, "correct-horse-9")),
+    )
+    .await;
+    tokens["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+/// The claims of a JWT, read without verifying it (use `verify_jwt` to verify).
+pub fn jwt_payload(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a compact JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// An admin token for the ledger checks, from one auditor account per server.
+async fn auditor_token(server: &TestServer) -> String {
+    const NAME: &str = "ledger-auditor";
+    // Fails harmlessly when the auditor exists already.
+    let _ = server
+        .admin(Command::UserAdd(NewUser {
+            username: NAME.into(),
+            email: None,
+            name: None,
+            roles: vec!["mgpass:admin".into()],
+            password: "correct-horse-9".into(),
+        }))
+        .await;
+    login_token(server, NAME, "openid mgpass:admin").await
+}
+
+/// The ledger invariant (issue 7 §12): the user's entries are numbered 1..n without a
+/// gap, each `balance_after` is the running sum and never negative, and the balance the
+/// host keeps and the plugin shows (`GET /api/rewards/users/{id}`) both equal the sum.
+/// Returns the balance.
+pub async fn assert_ledger_consistent(server: &TestServer, user_id: &str) -> i64 {
+    let store = &server.app().store;
+    let mut entries = store
+        .ledger_entries(user_id, None, usize::MAX)
+        .expect("ledger entries");
+    entries.reverse();
+    let mut sum = 0i64;
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(
+            e.seq,
+            i as u64 + 1,
+            "entries are numbered without gaps: {e:?}"
+        );
+        assert_eq!(e.user, user_id);
+        assert_ne!(e.points, 0, "an entry moves points: {e:?}");
+        sum += e.points;
+        assert_eq!(
+            e.balance_after, sum,
+            "balance_after is the running sum: {e:?}"
+        );
+        assert!(sum >= 0, "the balance went negative: {entries:?}");
+    }
+    let balance = store.ledger_balance(user_id).expect("balance");
+    assert_eq!(balance.points, sum, "stored balance = sum of entries");
+    assert_eq!(balance.seq, entries.len() as u64, "stored balance version");
+    let token = auditor_token(server).await;
+    let resp = server
+        .http()
+        .get(server.url(&format!("/api/rewards/users/{user_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("admin user view");
+    assert_eq!(resp.status(), 200);
+    let view: Value = resp.json().await.expect("json");
+    assert_eq!(
+        view["total_points"], sum,
+        "the balance shown = sum of entries: {view}"
+    );
+    sum
 }
