@@ -3,6 +3,7 @@
 
 mod bench;
 mod browser;
+mod crash;
 mod foundation;
 mod login;
 mod logout;

@@ -1355,3 +1355,164 @@ pub async fn assert_ledger_consistent(server: &TestServer, user_id: &str) -> i64
     );
     sum
 }
+
+// The real binary under `kill -9`: a server process that restarts on the same folders
+// and port (crash-consistency test).
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// An `mgpass serve` process in `dir` (config `dir/config.toml`, data under `dir/data`)
+/// on a fixed port; it can be killed with SIGKILL and started again on the same folders
+/// and port. Its stderr goes to `dir/server.log`. Killed on drop.
+pub struct KillableServer {
+    child: Option<std::process::Child>,
+    pub dir: PathBuf,
+    pub port: u16,
+    pub config: PathBuf,
+    /// Processes started so far.
+    pub starts: usize,
+}
+
+impl KillableServer {
+    /// Writes a test config (cheap Argon2, fast back-channel retries, no practical rate
+    /// limits) followed by `extra_config` and starts the server on `port`.
+    pub async fn spawn_in(dir: &Path, port: u16, extra_config: &str) -> KillableServer {
+        let config = dir.join("config.toml");
+        let mut server = KillableServer {
+            child: None,
+            dir: dir.to_path_buf(),
+            port,
+            config,
+            starts: 0,
+        };
+        server.write_config(extra_config);
+        server.start().await;
+        server
+    }
+
+    /// Rewrites the config file (it takes effect at the next start).
+    pub fn write_config(&self, extra_config: &str) {
+        let port = self.port;
+        let text = format!(
+            "issuer = \"https://localhost:{port}\"\nlisten = \"127.0.0.1:{port}\"\n\
+             [login]\nargon2_memory_kib = 64\nargon2_iterations = 1\n\
+             [logout]\nbackchannel_retry_base = \"100ms\"\nbackchannel_timeout = \"2s\"\n\
+             [shutdown]\ngrace = \"2s\"\n\
+             [rate_limits]\npartner_per_minute = 10000000\napi_per_minute = 10000000\n\
+             {extra_config}\n"
+        );
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    fn admin_socket(&self) -> PathBuf {
+        self.dir.join("data/admin.sock")
+    }
+
+    /// Starts the process and waits (bounded) until it serves.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        // A killed server leaves its socket behind: remove it so readiness means the new
+        // process is up.
+        let _ = std::fs::remove_file(self.admin_socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .expect("server log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mgpass"))
+            .env_remove("MGPASS_CONFIG")
+            .env("RUST_LOG", "warn")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mgpass serve");
+        self.child = Some(child);
+        self.starts += 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.admin_socket().exists()
+                && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("server exited early ({status}); log:\n{}", self.log_tail());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not become ready; log:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM (a clean stop), and the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child process by its id.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// One admin command over the running server's socket, bounded in time; `None` when
+    /// no answer came (the server died meanwhile).
+    pub async fn admin(&self, command: &Command) -> Option<Result<Value, admin::AdminError>> {
+        let socket = self.admin_socket();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            admin::socket::send(&socket, command),
+        )
+        .await
+        .ok()?
+        .ok()
+    }
+
+    pub fn base(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join("data/tls-cert.pem")
+    }
+
+    /// The last lines the server wrote to stderr.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for KillableServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
