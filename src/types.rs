@@ -53,8 +53,22 @@ impl fmt::Display for UserId {
 /// `https`, or `http` only on a loopback host (RFC 9700 §2.1, RFC 8252 §7.3). No fragment
 /// (RFC 6749 §3.1.2). Compared by exact string (RFC 9700 §4.1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct RedirectUri(String);
+
+/// Deserializing validates too, so no `RedirectUri` exists that `parse` would refuse.
+impl TryFrom<String> for RedirectUri {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        RedirectUri::parse(&s)
+    }
+}
+
+impl From<RedirectUri> for String {
+    fn from(u: RedirectUri) -> String {
+        u.0
+    }
+}
 
 impl RedirectUri {
     pub fn parse(s: &str) -> Result<RedirectUri, String> {
@@ -168,6 +182,16 @@ mod tests {
         assert!(RedirectUri::parse("/cb").is_err());
         assert!(RedirectUri::parse("https://app.example/cb#x").is_err());
         assert!(RedirectUri::parse("javascript:alert(1)").is_err());
+    }
+
+    #[test]
+    fn redirect_uri_validates_when_deserialized() {
+        let ok: RedirectUri = serde_json::from_str("\"https://a.example/cb\"").unwrap();
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            "\"https://a.example/cb\""
+        );
+        assert!(serde_json::from_str::<RedirectUri>("\"http://a.example/cb\"").is_err());
     }
 
     #[test]
