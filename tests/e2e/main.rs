@@ -4,6 +4,7 @@
 mod bench;
 mod browser;
 mod foundation;
+mod hostile;
 mod login;
 mod logout;
 mod metrics;
