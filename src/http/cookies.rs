@@ -54,4 +54,43 @@ mod tests {
         assert!(c.contains("Domain=.example.com") && c.contains("Max-Age=60"));
         assert!(!session_cookie("v", None, None).contains("Max-Age"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any header, any name: a found value is a trimmed, unquoted slice of the
+            /// header that followed `name=`.
+            #[test]
+            fn found_values_come_from_the_header(header in "\\PC{0,120}", name in "[a-z_;= ]{0,8}") {
+                if let Some(v) = find(&header, &name) {
+                    let prefix = format!("{name}=");
+                    prop_assert!(header.contains(&prefix));
+                    prop_assert!(header.contains(v));
+                    prop_assert!(!v.starts_with('"') && !v.ends_with('"'));
+                }
+            }
+
+            /// A cookie among others is found with its value.
+            #[test]
+            fn finds_cookie_among_junk(
+                before in proptest::collection::vec(("[a-z]{1,6}", "[a-zA-Z0-9]{0,6}"), 0..4),
+                value in "[A-Za-z0-9_-]{0,43}",
+                after in "\\PC{0,40}",
+            ) {
+                let mut parts: Vec<String> = before
+                    .iter()
+                    .filter(|(k, _)| k != SESSION_COOKIE)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                parts.push(format!("{SESSION_COOKIE}={value}"));
+                parts.push(after);
+                let header = parts.join("; ");
+                prop_assert_eq!(find(&header, SESSION_COOKIE), Some(value.as_str()));
+            }
+        }
+    }
 }

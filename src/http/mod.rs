@@ -35,6 +35,11 @@ pub type Resp = Response<Full<Bytes>>;
 pub const MAX_BODY: usize = 64 * 1024;
 /// How long a client may take to start its TLS handshake and finish it.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's head (and, after the handshake, to
+/// start its first request).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request body (at most [`MAX_BODY`]).
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request with its body read.
 pub struct Req {
@@ -138,9 +143,17 @@ pub fn add_header(resp: &mut Resp, name: &'static str, value: &str) -> Result<()
 
 async fn read_request(req: Request<Incoming>, peer: IpAddr) -> Result<Req, Error> {
     let (parts, body) = req.into_parts();
-    let body = Limited::new(body, MAX_BODY)
-        .collect()
+    // Without a deadline a client could hold the connection forever by sending less
+    // body than it announced, or sending it a byte at a time.
+    let body = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
         .await
+        .map_err(|_| {
+            Error::api(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )
+        })?
         .map_err(|_| Error::TooLarge)?
         .to_bytes();
     Ok(Req {
@@ -213,7 +226,10 @@ async fn serve_connection(
         }
         Err(_) => return,
     };
+    let first_request = Arc::new(tokio::sync::Notify::new());
+    let seen = first_request.clone();
     let service = hyper::service::service_fn(move |req| {
+        seen.notify_one();
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(app, req, peer.ip()).await) }
     });
@@ -222,11 +238,28 @@ async fn serve_connection(
         .http1()
         // The header timeout needs hyper to have a timer, or every HTTP/1 connection fails.
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(64 * 1024);
     builder.http2().max_header_list_size(64 * 1024);
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    if let Err(e) = watcher.watch(conn).await {
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(tls), service));
+    tokio::pin!(conn);
+    // hyper's header timeout starts only once the protocol is detected, i.e. at the first
+    // byte: a connection that completes the handshake and then stays silent would be held
+    // forever. The first request must arrive within the header timeout.
+    let ended = tokio::select! {
+        biased;
+        ended = &mut conn => Some(ended),
+        _ = first_request.notified() => None,
+        _ = tokio::time::sleep(HEADER_TIMEOUT) => {
+            tracing::debug!(peer = %peer.ip(), "no request after the handshake; closing");
+            return;
+        }
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => conn.await,
+    };
+    if let Err(e) = ended {
         tracing::debug!(peer = %peer.ip(), error = %e, "connection ended with an error");
     }
 }
@@ -332,5 +365,62 @@ mod tests {
             "1.2.3.4".parse::<IpAddr>().unwrap()
         );
         assert_eq!(forwarded_client(proxy, &[proxy], &xff("junk")), proxy);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn ip() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                proptest::sample::select(vec![
+                    "10.0.0.1",
+                    "10.0.0.2",
+                    "::1",
+                    "203.0.113.9",
+                    "1.2.3.4",
+                ])
+                .prop_map(|s| s.parse().unwrap()),
+                any::<[u8; 4]>().prop_map(IpAddr::from),
+                any::<[u8; 16]>().prop_map(IpAddr::from),
+            ]
+        }
+
+        fn hop() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => ip().prop_map(|ip| ip.to_string()),
+                1 => "[ -~]{0,20}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// The answer is the peer or an address the header names; never a trusted
+            /// proxy unless the peer is one; an untrusted peer is never overridden.
+            #[test]
+            fn client_is_peer_or_from_header(
+                peer in ip(),
+                trusted in proptest::collection::vec(ip(), 0..3),
+                values in proptest::collection::vec(proptest::collection::vec(hop(), 0..4), 0..3),
+            ) {
+                let mut headers = HeaderMap::new();
+                let mut listed = Vec::new();
+                for hops in &values {
+                    let v = hops.join(", ");
+                    if let Ok(v) = HeaderValue::from_str(&v) {
+                        headers.append("x-forwarded-for", v);
+                        listed.extend(hops.iter().filter_map(|h| h.trim().parse::<IpAddr>().ok()));
+                    }
+                }
+                let got = forwarded_client(peer, &trusted, &headers);
+                if !trusted.contains(&peer) {
+                    prop_assert_eq!(got, peer);
+                } else if got != peer {
+                    prop_assert!(listed.contains(&got));
+                    prop_assert!(!trusted.contains(&got));
+                }
+            }
+        }
     }
 }

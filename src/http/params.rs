@@ -26,6 +26,11 @@ impl Params {
         self.0.get(name).map(String::as_str)
     }
 
+    /// Every parameter, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Adds the parameters of `other` that `self` lacks; a name present in both with a
     /// different value is refused (OIDC Core §3.1.2.1 for GET+POST mixes).
     pub fn merge(mut self, other: Params) -> Result<Params, String> {
@@ -61,6 +66,51 @@ mod tests {
     fn survives_garbage() {
         for input in [&b"%%%"[..], b"\xff\xfe=\xff", b"&&&=", b"=x"] {
             let _ = Params::parse(input);
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever bytes arrive, parsing ends; what it accepts re-encodes and parses
+            /// back to the same parameters, with no empty values.
+            #[test]
+            fn accepted_input_round_trips(input in proptest::collection::vec(any::<u8>(), 0..256)) {
+                if let Ok(p) = Params::parse(&input) {
+                    let encoded = url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(p.iter())
+                        .finish();
+                    let again = Params::parse(encoded.as_bytes()).expect("re-encoded parses");
+                    prop_assert_eq!(p.iter().collect::<Vec<_>>(), again.iter().collect::<Vec<_>>());
+                    prop_assert!(p.iter().all(|(_, v)| !v.is_empty()));
+                }
+            }
+
+            /// Form-shaped input of arbitrary strings: a repeated non-empty name is refused,
+            /// otherwise every pair comes back decoded.
+            #[test]
+            fn encoded_pairs_decode(pairs in proptest::collection::vec(("\\PC{0,8}", "\\PC{0,8}"), 0..8)) {
+                let encoded = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .finish();
+                let non_empty: Vec<_> = pairs.iter().filter(|(_, v)| !v.is_empty()).collect();
+                let mut names: Vec<_> = non_empty.iter().map(|(k, _)| k).collect();
+                names.sort();
+                names.dedup();
+                match Params::parse(encoded.as_bytes()) {
+                    Ok(p) => {
+                        prop_assert_eq!(names.len(), non_empty.len());
+                        for (k, v) in non_empty {
+                            prop_assert_eq!(p.get(k), Some(v.as_str()));
+                        }
+                    }
+                    Err(_) => prop_assert!(names.len() < non_empty.len()),
+                }
+            }
         }
     }
 }

@@ -436,4 +436,68 @@ mod tests {
             .unwrap();
         assert!(ring.verify(&rs, 1000).is_ok());
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        /// One ring (RSA generation is slow) and tokens it signed, shared by the cases.
+        fn ring() -> &'static (KeyRing, Vec<String>, tempfile::TempDir) {
+            static RING: OnceLock<(KeyRing, Vec<String>, tempfile::TempDir)> = OnceLock::new();
+            RING.get_or_init(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let ring = KeyRing::open(dir.path(), 600, 1000).unwrap();
+                let tokens = [Alg::ES256, Alg::RS256]
+                    .into_iter()
+                    .map(|alg| {
+                        ring.sign(&json!({"sub": "a", "n": 1}), "JWT", alg, 1000)
+                            .unwrap()
+                    })
+                    .collect();
+                (ring, tokens, dir)
+            })
+        }
+
+        fn header_for(alg: &str, kid: &str) -> String {
+            b64url(
+                json!({"alg": alg, "kid": kid, "typ": "JWT"})
+                    .to_string()
+                    .as_bytes(),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Editing any byte of a signed token makes it unacceptable.
+            #[test]
+            fn edited_tokens_are_refused(which in 0usize..2, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+                let (ring, tokens, _) = ring();
+                let mut t = tokens[which].clone().into_bytes();
+                let i = at.index(t.len());
+                prop_assume!(t[i] != byte);
+                t[i] = byte;
+                let t = String::from_utf8_lossy(&t);
+                prop_assert!(ring.verify(&t, 1000).is_err(), "{t}");
+            }
+
+            /// Forged tokens naming our kids, with any alg and any signature bytes, and
+            /// arbitrary strings, are refused.
+            #[test]
+            fn forgeries_are_refused(
+                alg in proptest::sample::select(vec!["none", "HS256", "ES256", "RS256", "ES384", "PS256", ""]),
+                which in 0usize..2,
+                payload in "\\PC{0,40}",
+                sig in proptest::collection::vec(any::<u8>(), 0..300),
+                junk in "\\PC{0,80}",
+            ) {
+                let (ring, _, _) = ring();
+                let kid = &ring.list(1000)[which].kid;
+                let forged = format!("{}.{}.{}", header_for(alg, kid), b64url(payload.as_bytes()), b64url(&sig));
+                prop_assert!(ring.verify(&forged, 1000).is_err());
+                prop_assert!(ring.verify(&junk, 1000).is_err());
+            }
+        }
+    }
 }

@@ -129,6 +129,39 @@ fn validate(app: &App, params: &Params) -> Result<Result<AuthRequest, Redirectab
         )))
     };
 
+    let checked = match check_params(params) {
+        Ok(c) => c,
+        Err((code, description)) => return fail(code, &description),
+    };
+    Ok(Ok(AuthRequest {
+        client,
+        redirect_uri: redirect_uri.clone(),
+        scope: checked.scope,
+        state: state.clone(),
+        nonce: params.get("nonce").map(str::to_string),
+        code_challenge: checked.code_challenge,
+        prompt: checked.prompt,
+        max_age: checked.max_age,
+        login_hint: params.get("login_hint").map(str::to_string),
+        csrf: String::new(),
+        expires_at: app.clock.now() + super::PENDING_TTL_SECS,
+    }))
+}
+
+/// The parts of an authorization request checked without the store: everything after
+/// the client and redirect URI. Public for the fuzz targets.
+#[derive(Debug)]
+pub struct CheckedParams {
+    pub scope: Scopes,
+    pub code_challenge: String,
+    pub prompt: Prompt,
+    pub max_age: Option<i64>,
+}
+
+/// Checks `params` past the client and redirect URI; an error is the OAuth error code and
+/// description to send back to the redirect URI.
+pub fn check_params(params: &Params) -> Result<CheckedParams, (&'static str, String)> {
+    let fail = |code: &'static str, d: &str| Err((code, d.to_string()));
     if params.get("request").is_some() {
         return fail("request_not_supported", "request objects are not supported");
     }
@@ -206,19 +239,12 @@ fn validate(app: &App, params: &Params) -> Result<Result<AuthRequest, Redirectab
             return fail("invalid_request", &format!("{name} is too long"));
         }
     }
-    Ok(Ok(AuthRequest {
-        client,
-        redirect_uri: redirect_uri.clone(),
+    Ok(CheckedParams {
         scope,
-        state: state.clone(),
-        nonce: params.get("nonce").map(str::to_string),
         code_challenge: challenge.to_string(),
         prompt,
         max_age,
-        login_hint: params.get("login_hint").map(str::to_string),
-        csrf: String::new(),
-        expires_at: app.clock.now() + super::PENDING_TTL_SECS,
-    }))
+    })
 }
 
 /// Moves a validated request on: login form, consent page, or a code.
@@ -520,4 +546,91 @@ pub async fn consent(app: &App, req: &Req) -> Result<Resp, Error> {
     app.store
         .grant_consent(&user.id, &request.client.id, &request.scope)?;
     issue_code(app, &request, &current, &user).await
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::types::KNOWN_SCOPES;
+    use proptest::prelude::*;
+
+    const CODES: &[&str] = &[
+        "invalid_request",
+        "invalid_scope",
+        "unsupported_response_type",
+        "request_not_supported",
+        "request_uri_not_supported",
+    ];
+
+    fn known_or_junk() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(vec![
+                "code", "S256", "plain", "none", "login", "consent", "query", "0", "-1", "openid",
+            ])
+            .prop_map(str::to_string),
+            "\\PC{0,50}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any parameters: the check ends with an accepted request that satisfies every
+        /// rule, or with one of the OAuth error codes.
+        #[test]
+        fn accepted_requests_satisfy_the_rules(
+            pairs in proptest::collection::vec((
+                proptest::sample::select(vec![
+                    "response_type", "scope", "code_challenge", "code_challenge_method",
+                    "prompt", "max_age", "state", "nonce", "login_hint", "response_mode",
+                    "request", "request_uri",
+                ]),
+                known_or_junk(),
+            ), 0..12)
+        ) {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+                .finish();
+            let Ok(params) = Params::parse(query.as_bytes()) else { return Ok(()) };
+            match check_params(&params) {
+                Ok(c) => {
+                    prop_assert_eq!(params.get("response_type"), Some("code"));
+                    prop_assert_eq!(params.get("code_challenge_method"), Some("S256"));
+                    prop_assert!(!c.scope.is_empty());
+                    prop_assert!(c.scope.iter().all(|s| KNOWN_SCOPES.contains(&s)));
+                    prop_assert_eq!(c.code_challenge.len(), 43);
+                    prop_assert!(c.max_age.is_none_or(|m| m >= 0));
+                    prop_assert!(!(c.prompt.none && (c.prompt.login || c.prompt.consent)));
+                }
+                Err((code, _)) => prop_assert!(CODES.contains(&code), "{code}"),
+            }
+        }
+
+        /// A well-formed request is accepted, whatever its scope order and max_age.
+        #[test]
+        fn well_formed_requests_pass(
+            scopes in proptest::sample::subsequence(KNOWN_SCOPES.to_vec(), 1..=KNOWN_SCOPES.len()),
+            challenge in "[A-Za-z0-9_-]{43}",
+            max_age in proptest::option::of(0i64..i64::MAX),
+            prompt in proptest::sample::select(vec!["", "none", "login", "consent", "login consent"]),
+        ) {
+            let mut pairs = vec![
+                ("response_type", "code".to_string()),
+                ("scope", scopes.join(" ")),
+                ("code_challenge", challenge.clone()),
+                ("code_challenge_method", "S256".to_string()),
+                ("prompt", prompt.to_string()),
+            ];
+            if let Some(m) = max_age {
+                pairs.push(("max_age", m.to_string()));
+            }
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+                .finish();
+            let c = check_params(&Params::parse(query.as_bytes()).unwrap()).unwrap();
+            prop_assert_eq!(c.code_challenge, challenge);
+            prop_assert_eq!(c.max_age, max_age);
+            prop_assert_eq!(c.scope.iter().count(), scopes.len());
+        }
+    }
 }

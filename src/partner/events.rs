@@ -146,6 +146,12 @@ fn canonical(value: &Value) -> String {
     out
 }
 
+/// [`parse`] for the fuzz targets: the event's JSON when valid, the `400` otherwise.
+#[doc(hidden)]
+pub fn check_body(body: &[u8]) -> Result<Value, Error> {
+    parse(body).map(|(_, value)| value)
+}
+
 fn accepted(record: &EventRecord) -> Value {
     json!({
         "accepted": true,
@@ -323,5 +329,104 @@ mod tests {
         );
         let c: Value = serde_json::from_str(r#"{"metadata":{"amount":13}}"#).unwrap();
         assert_ne!(canonical(&c), canonical(&a));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,140}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    proptest::sample::select(vec![
+                        "user_id",
+                        "event_type",
+                        "metadata",
+                        "reference_id",
+                        "amount",
+                        "item_count",
+                        "currency",
+                        "original_reference_id",
+                        "x",
+                    ])
+                    .prop_map(str::to_string),
+                    inner,
+                    0..6,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// The rules an accepted event satisfies.
+    fn assert_valid(v: &Value) -> Result<(), TestCaseError> {
+        let ok_str = |s: Option<&Value>| {
+            s.and_then(Value::as_str)
+                .is_some_and(|s| !s.trim().is_empty() && s.len() <= 128)
+        };
+        prop_assert!(ok_str(v.get("user_id")) && ok_str(v.get("event_type")));
+        let m = v["metadata"].as_object().expect("metadata object");
+        prop_assert!(
+            m["reference_id"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty() && r.len() <= 128)
+        );
+        prop_assert!(
+            m.get("amount")
+                .is_none_or(|a| a.is_null() || a.as_f64().is_some_and(|a| a >= 0.0))
+        );
+        prop_assert!(
+            m.get("item_count")
+                .is_none_or(|c| c.is_null() || c.as_u64().is_some())
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes: a 400 naming a field, or an event that satisfies every rule.
+        #[test]
+        fn bytes_are_refused_with_400_or_valid(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            match check_body(&body) {
+                Ok(v) => assert_valid(&v)?,
+                Err(e) => prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST),
+            }
+        }
+
+        /// Arbitrary JSON shaped like an event, at the top level and inside `metadata`.
+        #[test]
+        fn json_is_refused_with_400_or_valid(
+            top in json_value(),
+            metadata in json_value(),
+            reference_id in proptest::option::of("\\PC{0,130}"),
+        ) {
+            let mut v = top;
+            if let Value::Object(m) = &mut v {
+                let mut metadata = metadata;
+                if let (Value::Object(md), Some(r)) = (&mut metadata, reference_id) {
+                    md.insert("reference_id".into(), Value::from(r));
+                }
+                m.insert("metadata".into(), metadata);
+            }
+            match check_body(v.to_string().as_bytes()) {
+                Ok(accepted) => {
+                    assert_valid(&accepted)?;
+                    prop_assert_eq!(accepted, v);
+                }
+                Err(e) => prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST),
+            }
+        }
     }
 }

@@ -127,3 +127,60 @@ mod tests {
         assert_eq!(retry_delay_ms(8), None);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a receiver does with `webhook-signature`: split on spaces, take `v1,` entries,
+    /// base64-decode them. `None` if any entry is malformed.
+    fn parse_signatures(header: &str) -> Option<Vec<Vec<u8>>> {
+        header
+            .split(' ')
+            .map(|e| STANDARD.decode(e.strip_prefix("v1,")?).ok())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// For any secrets (well-formed `whsec_` or not), id, timestamp and body: the
+        /// headers are valid HTTP header values, there is one 32-byte standard signature
+        /// per secret, newest first, each verifying under its key, and the legacy header
+        /// is the hex HMAC under the newest secret.
+        #[test]
+        fn headers_parse_and_verify(
+            secrets in proptest::collection::vec(prop_oneof![
+                Just(generate_secret()),
+                "whsec_[A-Za-z0-9+/=]{0,20}",
+                "\\PC{0,20}",
+            ], 1..4),
+            id in "[a-zA-Z0-9_]{1,40}",
+            timestamp in any::<i64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            let headers = signature_headers(&refs, &id, timestamp, &body);
+            for (name, value) in &headers {
+                prop_assert!(hyper::header::HeaderValue::from_str(value).is_ok(), "{name}: {value:?}");
+            }
+            let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
+            let sigs = parse_signatures(&get("webhook-signature").unwrap()).expect("well-formed");
+            prop_assert_eq!(sigs.len(), secrets.len());
+            let ts = timestamp.to_string();
+            for (sig, secret) in sigs.iter().zip(secrets.iter().rev()) {
+                let mac = hmac_sha256(&standard_key(secret), &[id.as_bytes(), b".", ts.as_bytes(), b".", &body]);
+                prop_assert_eq!(sig.as_slice(), mac.as_slice());
+            }
+            let legacy = get("x-webhook-signature").unwrap();
+            prop_assert_eq!(legacy, crate::crypto::hex(&hmac_sha256(secrets.last().unwrap().as_bytes(), &[&body])));
+        }
+
+        /// The receiver-side parser never panics on hostile header values.
+        #[test]
+        fn hostile_signature_headers_do_not_panic(header in "\\PC{0,200}") {
+            let _ = parse_signatures(&header);
+        }
+    }
+}

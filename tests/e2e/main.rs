@@ -5,6 +5,7 @@ mod bench;
 mod browser;
 mod crash;
 mod foundation;
+mod hostile;
 mod login;
 mod logout;
 mod metrics;
