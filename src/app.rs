@@ -18,7 +18,7 @@ pub struct App {
     pub pending: crate::oidc::PendingRequests,
     /// Wakes the outbox worker when something was queued.
     pub outbox_wake: tokio::sync::Notify,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub rate_limits: crate::partner::ratelimit::RateLimiter,
     pub plugins: crate::plugin::PluginHost,
 }
@@ -54,6 +54,11 @@ impl App {
         );
         let plugins = crate::plugin::PluginHost::load(&config, store.clone(), clock.clone())
             .map_err(|e| StartError(e.to_string()))?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let observed = metrics.clone();
+        plugins.observe(Arc::new(move |plugin, hook, ok, took| {
+            observed.plugin_call(plugin, hook, ok, took.as_secs_f64())
+        }));
         for status in plugins.list() {
             tracing::info!(plugin = %status.name, source = %status.source, state = ?status.state, "plugin");
         }
@@ -73,7 +78,7 @@ impl App {
             passwords,
             throttle,
             outbox_wake: tokio::sync::Notify::new(),
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
         }))
     }
 }

@@ -38,6 +38,8 @@ pub struct Inner {
     pub cache_dir: PathBuf,
     pub registry: RwLock<Arc<Registry>>,
     pub reloading: std::sync::Mutex<()>,
+    /// Told about every finished call (for metrics), once set.
+    pub observer: std::sync::OnceLock<super::CallObserver>,
     /// Stops the epoch thread when the host goes away.
     pub _ticker: EpochTicker,
 }
@@ -80,7 +82,11 @@ impl Inner {
                 retry_after_ms,
             });
         }
+        let started = std::time::Instant::now();
         let result = self.attempts(plugin, hook, invoke, check, extra);
+        if let Some(observe) = self.observer.get() {
+            observe(name, hook, result.is_ok(), started.elapsed());
+        }
         let plugin_fault = match &result {
             Ok(_) => false,
             Err(PluginError::Call { cause, .. }) => {

@@ -142,6 +142,9 @@ impl PluginError {
 /// [`PluginHost::on_partner_event`]).
 pub type EventRecorder = CommitExtraFn<EventOutcome>;
 
+/// Told of every finished plugin call: plugin name, hook, success, time taken.
+pub type CallObserver = Arc<dyn Fn(&str, &'static str, bool, std::time::Duration) + Send + Sync>;
+
 /// The plugin host; cheap to clone.
 #[derive(Clone)]
 pub struct PluginHost {
@@ -181,6 +184,7 @@ impl PluginHost {
                 .unwrap_or_else(|| config.data_dir.join("plugin-cache")),
             registry: RwLock::new(Arc::new(Registry::default())),
             reloading: std::sync::Mutex::new(()),
+            observer: std::sync::OnceLock::new(),
             options,
         });
         let registry = Registry::build(&inner, config);
@@ -203,6 +207,12 @@ impl PluginHost {
         .await
         .map_err(|e| PluginError::Engine(format!("reload panicked: {e}")))?;
         Ok(self.list())
+    }
+
+    /// Registers the observer of every call (the server's metrics); only the first
+    /// registration counts.
+    pub fn observe(&self, observer: CallObserver) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// Every plugin found at the last (re)load, with its state.

@@ -49,6 +49,13 @@ async fn metrics_listener_reports_requests_logins_and_tokens() {
         "{text}"
     );
     assert!(text.contains("mgpass_store_size_bytes"), "{text}");
+    // The built-in rewards plugin added its claim to the token: its call is counted.
+    assert!(
+        text.contains(
+            "mgpass_plugin_call_duration_seconds_count{plugin=\"rewards\",hook=\"token-claims\",result=\"ok\"} 1"
+        ),
+        "{text}"
+    );
     let off = TestServer::start().await;
     assert!(off.metrics_addr().is_none(), "off by default");
 }
