@@ -46,8 +46,6 @@ pub enum Error {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
-    #[error("request body too large")]
-    TooLarge,
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -121,7 +119,6 @@ impl Error {
             | Error::Page { status, .. } => *status,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -190,10 +187,6 @@ impl Error {
                     .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
                 resp
             }
-            Error::TooLarge => json_response(
-                status,
-                &json!({"error": "request_too_large", "error_description": "the request body is over the limit"}),
-            ),
             Error::Internal(detail) => {
                 let id = crate::crypto::random_id("err_");
                 tracing::error!(error_id = %id, %detail, "internal error");

@@ -154,7 +154,15 @@ async fn read_request(req: Request<Incoming>, peer: IpAddr) -> Result<Req, Error
                 "the request body did not arrive in time",
             )
         })?
-        .map_err(|_| Error::TooLarge)?
+        .map_err(|e| {
+            // One answer for every endpoint: the published partner API wants a 400 that
+            // names the body, and no endpoint takes more.
+            if e.is::<http_body_util::LengthLimitError>() {
+                Error::bad_request(format!("body: must be at most {} KiB", MAX_BODY / 1024))
+            } else {
+                Error::bad_request("body: could not be read")
+            }
+        })?
         .to_bytes();
     Ok(Req {
         method: parts.method,
@@ -173,10 +181,6 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Resp {
     let path = req.uri().path().to_string();
     let resp = match read_request(req, peer).await {
         Ok(req) => router::route(&app, &req).await,
-        // Partner events answer an oversized body with 400 naming it (issue 6).
-        Err(Error::TooLarge) if path == "/api/partner/events" => {
-            Err(crate::partner::events::body_too_large())
-        }
         Err(e) => Err(e),
     };
     let resp = resp.unwrap_or_else(Error::into_response);

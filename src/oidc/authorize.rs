@@ -380,6 +380,7 @@ async fn issue_code(
         &current.digest,
         now,
         app.session_expiry(),
+        &request.client.id,
         &sha256_hex(code.as_bytes()),
         |session| AuthCode {
             client_id: request.client.id.clone(),

@@ -24,15 +24,6 @@ fn field_error(message: impl Into<String>) -> Error {
     Error::bad_request(message)
 }
 
-/// The answer to a body over the server's limit: the issue's `400` naming the body,
-/// in place of the generic `413` (the router calls this for this endpoint).
-pub fn body_too_large() -> Error {
-    field_error(format!(
-        "body: must be at most {} KiB",
-        crate::http::MAX_BODY / 1024
-    ))
-}
-
 /// Checks the body's shape, naming the first field that is wrong.
 fn parse(body: &[u8]) -> Result<(Event, Value), Error> {
     let value: Value = serde_json::from_slice(body)

@@ -121,24 +121,21 @@ impl Store {
         self.transact(|tx| tx.put(&code_key(digest), code))
     }
 
-    /// Slides the session and stores a code issued through it, in one transaction.
-    /// `None` when the session ended meanwhile.
+    /// Slides the session, records `client` as signed in through it, and stores the code
+    /// `make` builds from the session, in one transaction. `None` when the session ended
+    /// meanwhile.
     pub fn issue_code(
         &self,
         session_digest: &str,
         now: i64,
         session_expires_at: i64,
+        client: &ClientId,
         code_digest: &str,
         make: impl Fn(&Session) -> AuthCode,
     ) -> Result<Option<Session>, StoreError> {
         self.transact(|tx| {
-            let Some(peek) = tx.get::<Session>(&super::sessions::session_key(session_digest))?
-            else {
-                return Ok(None);
-            };
-            let client = make(&peek).client_id;
             let Some(session) =
-                touch_in(tx, session_digest, now, session_expires_at, Some(&client))?
+                touch_in(tx, session_digest, now, session_expires_at, Some(client))?
             else {
                 return Ok(None);
             };
