@@ -654,7 +654,7 @@ async fn a_pending_delivery_survives_a_restart() {
     let browser = server.browser();
     let (a, b) = sign_in_both(&server, &browser, &apps, "alice").await;
     apps.ra.set_down(true);
-    apps.rb.set_failing(true);
+    apps.rb.set_status(500);
     server
         .admin(Command::UserLogout {
             user: "alice".into(),
@@ -679,7 +679,7 @@ async fn a_pending_delivery_survives_a_restart() {
         );
     }
     apps.ra.set_down(false);
-    apps.rb.set_failing(false);
+    apps.rb.set_status(0);
     server.clock.advance_secs(2);
     // Nothing is delivered while the server is down.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -1196,7 +1196,7 @@ async fn process_login(browser: &reqwest::Client, base: &str) -> (String, reqwes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
     let receiver = Receiver::start().await;
-    receiver.set_failing(true);
+    receiver.set_status(500);
     let mut process = spawn_process();
     let config = process.config.clone();
     let backchannel = receiver.uri();
@@ -1285,7 +1285,7 @@ async fn kill_9_with_a_delivery_pending_then_restart_delivers_it() {
     let tried = receiver.received().len();
     assert!(receiver.accepted().is_empty());
 
-    receiver.set_failing(false);
+    receiver.set_status(0);
     // Remove the dead server's socket so readiness means the new server is up.
     let _ = std::fs::remove_file(process.dir.path().join("data/admin.sock"));
     process.child = spawn_serve(&config);

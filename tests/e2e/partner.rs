@@ -905,8 +905,8 @@ fn hex(bytes: &[u8]) -> String {
 /// Checks a delivery as a partner's receiver would: `X-Webhook-Signature` with the
 /// newest secret, one Standard Webhooks signature per live secret (each verified
 /// independently), the envelope fields; returns the envelope.
-fn verify_delivery(hook: &Hook, secrets: &[&str], now: i64) -> Value {
-    let body = &hook.body;
+fn verify_delivery(hook: &Received, secrets: &[&str], now: i64) -> Value {
+    let body = hook.body.as_bytes();
     let newest = secrets.last().unwrap();
     assert_eq!(
         hook.header("x-webhook-signature"),
@@ -957,8 +957,8 @@ fn verify_delivery(hook: &Hook, secrets: &[&str], now: i64) -> Value {
 #[tokio::test]
 async fn webhooks_verify_with_both_schemes_and_carry_both_secrets_during_a_rotation() {
     let server = fixture_server().await;
-    let hooks = HookReceiver::start().await;
-    let p = new_partner(&server, 3.0, Some(hooks.uri())).await;
+    let hooks = Receiver::start().await;
+    let p = new_partner(&server, 3.0, Some(hooks.url("/hooks"))).await;
     let user = server.add_user("hooked", "hooked-pass-1", &[]).await;
     assert_accepted(
         &post_event(&server, Some(&p.key), &purchase(&user, "h-1", 5.0)).await,
@@ -971,7 +971,7 @@ async fn webhooks_verify_with_both_schemes_and_carry_both_secrets_during_a_rotat
     assert_eq!(got[0].path, "/hooks");
     // A tampered body or another secret does not verify.
     let mut tampered = got[0].clone();
-    tampered.body = tampered.body.replace_bytes("15", "16");
+    tampered.body = tampered.body.replace("15", "16");
     assert!(std::panic::catch_unwind(|| verify_delivery(&tampered, &[&p.secret], 0)).is_err());
 
     // Rotate the secret with an overlap: both secrets sign each delivery.
@@ -1013,18 +1013,8 @@ async fn webhooks_verify_with_both_schemes_and_carry_both_secrets_during_a_rotat
     assert_eq!(ids.len(), 3, "one id per event");
 }
 
-trait ReplaceBytes {
-    fn replace_bytes(&self, from: &str, to: &str) -> Vec<u8>;
-}
-
-impl ReplaceBytes for Vec<u8> {
-    fn replace_bytes(&self, from: &str, to: &str) -> Vec<u8> {
-        String::from_utf8_lossy(self).replace(from, to).into_bytes()
-    }
-}
-
 /// Waits a little with the clock still, waking the worker: nothing may arrive.
-async fn expect_no_new_delivery(server: &TestServer, hooks: &HookReceiver, count: usize) {
+async fn expect_no_new_delivery(server: &TestServer, hooks: &Receiver, count: usize) {
     for _ in 0..8 {
         server.app().outbox_wake.notify_one();
         tokio::time::sleep(Duration::from_millis(40)).await;
@@ -1035,8 +1025,8 @@ async fn expect_no_new_delivery(server: &TestServer, hooks: &HookReceiver, count
 #[tokio::test]
 async fn a_receiver_failing_three_times_gets_the_event_on_the_fourth_try_and_can_redeliver() {
     let server = fixture_server().await;
-    let hooks = HookReceiver::start().await;
-    let p = new_partner(&server, 1.0, Some(hooks.uri())).await;
+    let hooks = Receiver::start().await;
+    let p = new_partner(&server, 1.0, Some(hooks.url("/hooks"))).await;
     let user = server.add_user("retried", "retried-pass-1", &[]).await;
     hooks.fail_next(3);
     assert_accepted(
@@ -1127,8 +1117,8 @@ async fn a_receiver_failing_three_times_gets_the_event_on_the_fourth_try_and_can
 #[tokio::test]
 async fn a_410_disables_the_endpoint_and_stops_deliveries() {
     let server = fixture_server().await;
-    let hooks = HookReceiver::start().await;
-    let p = new_partner(&server, 1.0, Some(hooks.uri())).await;
+    let hooks = Receiver::start().await;
+    let p = new_partner(&server, 1.0, Some(hooks.url("/hooks"))).await;
     let user = server.add_user("gone", "gone-pass-1", &[]).await;
     hooks.set_status(410);
     assert_accepted(
@@ -1240,7 +1230,7 @@ fn offline_state(dir: &std::path::Path, user: &str) -> (i64, u64, usize, usize) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_binary_cli_partner_events_survive_sigkill_with_deliveries_pending() {
-    let hooks = HookReceiver::start().await;
+    let hooks = Receiver::start().await;
     hooks.set_down(true);
     let mut server = tokio::task::block_in_place(spawn_with_fixture);
     let config = server.config.clone();
@@ -1256,7 +1246,7 @@ async fn real_binary_cli_partner_events_survive_sigkill_with_deliveries_pending(
             "--multiplier",
             "2",
             "--webhook-url",
-            &hooks.uri(),
+            &hooks.url("/hooks"),
             "--json",
         ],
     );
@@ -1369,8 +1359,8 @@ async fn real_binary_cli_partner_events_survive_sigkill_with_deliveries_pending(
 #[tokio::test]
 async fn in_process_restart_with_deliveries_pending_loses_nothing() {
     let mut server = fixture_server().await;
-    let hooks = HookReceiver::start().await;
-    let p = new_partner(&server, 1.0, Some(hooks.uri())).await;
+    let hooks = Receiver::start().await;
+    let p = new_partner(&server, 1.0, Some(hooks.url("/hooks"))).await;
     let user = server.add_user("restarted", "restarted-pass-1", &[]).await;
     hooks.set_down(true);
     for i in 0..4 {

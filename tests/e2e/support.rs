@@ -431,11 +431,24 @@ pub struct Received {
     pub method: String,
     pub path: String,
     pub content_type: Option<String>,
+    /// Lower-case names, in order.
+    pub headers: Vec<(String, String)>,
     pub body: String,
     pub status: u16,
 }
 
 impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("JSON body")
+    }
+
     /// The form-encoded `logout_token`, if the body is exactly that one field.
     pub fn logout_token(&self) -> Option<String> {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(self.body.as_bytes())
@@ -452,12 +465,14 @@ impl Received {
 struct ReceiverState {
     received: Mutex<Vec<Received>>,
     fail_next: AtomicUsize,
-    failing: AtomicBool,
+    /// Answered to every request when non-zero.
+    status: AtomicUsize,
     down: AtomicBool,
 }
 
-/// A relying app's back-channel logout endpoint: plain HTTP on 127.0.0.1 (loopback
-/// `http` URIs are allowed), one request per connection, every request recorded.
+/// A relying app's back-channel logout endpoint or a partner's webhook endpoint: plain
+/// HTTP on 127.0.0.1 (loopback `http` URIs are allowed), one request per connection,
+/// every request recorded with its headers.
 pub struct Receiver {
     pub addr: SocketAddr,
     state: Arc<ReceiverState>,
@@ -483,8 +498,14 @@ impl Receiver {
         Receiver { addr, state, task }
     }
 
+    /// The back-channel logout URI.
     pub fn uri(&self) -> String {
-        format!("http://127.0.0.1:{}/backchannel", self.addr.port())
+        self.url("/backchannel")
+    }
+
+    /// A URI on this receiver with `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.addr.port())
     }
 
     /// Answer `500` to the next `n` requests.
@@ -492,9 +513,9 @@ impl Receiver {
         self.state.fail_next.store(n, Ordering::SeqCst);
     }
 
-    /// Answer `500` to everything until told otherwise.
-    pub fn set_failing(&self, on: bool) {
-        self.state.failing.store(on, Ordering::SeqCst);
+    /// Answer `status` to every request (0: back to normal).
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status as usize, Ordering::SeqCst);
     }
 
     /// Close every connection without answering (a network error) until told otherwise.
@@ -554,6 +575,7 @@ async fn receive_one(mut stream: tokio::net::TcpStream, state: Arc<ReceiverState
             method: String::new(),
             path: String::new(),
             content_type: None,
+            headers: Vec::new(),
             body: String::new(),
             status: 0,
         });
@@ -578,17 +600,20 @@ async fn receive_one(mut stream: tokio::net::TcpStream, state: Arc<ReceiverState
     let mut request_line = lines.next().unwrap_or_default().split(' ');
     let method = request_line.next().unwrap_or_default().to_string();
     let path = request_line.next().unwrap_or_default().to_string();
-    let mut length = 0usize;
-    let mut content_type = None;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = v.trim().parse().unwrap_or(0),
-                "content-type" => content_type = Some(v.trim().to_string()),
-                _ => {}
-            }
-        }
-    }
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let length: usize = value("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let content_type = value("content-type");
     while buf.len() < head_end + length {
         match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
@@ -596,22 +621,24 @@ async fn receive_one(mut stream: tokio::net::TcpStream, state: Arc<ReceiverState
         }
     }
     let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
-    let fail = state.failing.load(Ordering::SeqCst)
-        || state
-            .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-    let status = if fail { 500 } else { 200 };
+    let fail = state
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let status = match (fail, state.status.load(Ordering::SeqCst)) {
+        (true, _) => 500,
+        (false, 0) => 200,
+        (false, set) => set as u16,
+    };
     state.received.lock().unwrap().push(Received {
         method,
         path,
         content_type,
+        headers,
         body,
         status,
     });
-    let reason = if fail { "Internal Server Error" } else { "OK" };
-    let answer =
-        format!("HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     let _ = stream.write_all(answer.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
@@ -1057,192 +1084,6 @@ impl TestServer {
             console_secret: std::sync::Mutex::new(None),
         }
     }
-}
-
-/// A partner's webhook endpoint: plain HTTP on 127.0.0.1, one request per connection,
-/// every request recorded with its headers; can answer an error status to the next N
-/// requests or to all of them, or drop connections unanswered.
-pub struct HookReceiver {
-    pub addr: SocketAddr,
-    state: Arc<HookState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// One request a [`HookReceiver`] got (`status` 0: dropped unanswered).
-#[derive(Debug, Clone)]
-pub struct Hook {
-    pub path: String,
-    /// Lower-case names, in order.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub status: u16,
-}
-
-impl Hook {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("webhook body is JSON")
-    }
-}
-
-#[derive(Default)]
-struct HookState {
-    received: Mutex<Vec<Hook>>,
-    fail_next: AtomicUsize,
-    /// Answered to every request when non-zero.
-    status: AtomicUsize,
-    down: AtomicBool,
-}
-
-impl HookReceiver {
-    pub async fn start() -> HookReceiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
-        let addr = listener.local_addr().expect("addr");
-        let state = Arc::new(HookState::default());
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(receive_hook(stream, shared.clone()));
-            }
-        });
-        HookReceiver { addr, state, task }
-    }
-
-    pub fn uri(&self) -> String {
-        format!("http://127.0.0.1:{}/hooks", self.addr.port())
-    }
-
-    /// Answer `500` to the next `n` requests.
-    pub fn fail_next(&self, n: usize) {
-        self.state.fail_next.store(n, Ordering::SeqCst);
-    }
-
-    /// Answer `status` to every request (0: back to normal).
-    pub fn set_status(&self, status: u16) {
-        self.state.status.store(status as usize, Ordering::SeqCst);
-    }
-
-    /// Close every connection without answering until told otherwise.
-    pub fn set_down(&self, on: bool) {
-        self.state.down.store(on, Ordering::SeqCst);
-    }
-
-    pub fn received(&self) -> Vec<Hook> {
-        self.state.received.lock().unwrap().clone()
-    }
-
-    pub fn accepted(&self) -> Vec<Hook> {
-        self.received()
-            .into_iter()
-            .filter(|r| r.status == 200)
-            .collect()
-    }
-
-    /// Waits (bounded) until `n` requests were answered `200`.
-    pub async fn wait_accepted(&self, n: usize, nudge: impl FnMut()) -> Vec<Hook> {
-        poll_until(Duration::from_secs(20), nudge, || {
-            let a = self.accepted();
-            (a.len() >= n).then_some(a)
-        })
-        .await
-        .unwrap_or_else(|| panic!("expected {n} accepted webhooks; got {:?}", self.received()))
-    }
-
-    /// Waits (bounded) until at least `n` requests arrived, answered or not.
-    pub async fn wait_received(&self, n: usize, nudge: impl FnMut()) -> Vec<Hook> {
-        poll_until(Duration::from_secs(20), nudge, || {
-            let r = self.received();
-            (r.len() >= n).then_some(r)
-        })
-        .await
-        .unwrap_or_else(|| panic!("expected {n} webhooks; got {:?}", self.received()))
-    }
-}
-
-impl Drop for HookReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn receive_hook(mut stream: tokio::net::TcpStream, state: Arc<HookState>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        if buf.len() > 1 << 20 {
-            return;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let path = lines
-        .next()
-        .unwrap_or_default()
-        .split(' ')
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let body = buf[head_end..head_end + length].to_vec();
-    let down = state.down.load(Ordering::SeqCst);
-    let fixed = state.status.load(Ordering::SeqCst) as u16;
-    let status = if down {
-        0
-    } else if fixed != 0 {
-        fixed
-    } else if state
-        .fail_next
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
-        500
-    } else {
-        200
-    };
-    state.received.lock().unwrap().push(Hook {
-        path,
-        headers,
-        body,
-        status,
-    });
-    if status == 0 {
-        return;
-    }
-    let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-    let _ = stream.write_all(answer.as_bytes()).await;
-    let _ = stream.shutdown().await;
 }
 
 // Rewards helpers: tokens for users that already exist, the ledger invariant.
